@@ -1,0 +1,243 @@
+"""The CRM core's tables (SQLAlchemy 2 typed mappings); migrations mirror them.
+
+Read by the use cases in `services.py`; the inbound store (`InboundItem`) lives
+here too so one Alembic history covers the whole schema.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from crm_core.db import Base
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored in UTC and always read back timezone-aware (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class EntityType(enum.StrEnum):
+    DEAL = "deal"
+    LEAD = "lead"
+    INVOICE = "invoice"
+    SMART_PROCESS = "smart_process"
+
+
+class InboundStatus(enum.StrEnum):
+    RECEIVED = "received"
+    PROCESSED = "processed"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # Minutes before a deadline at which an activity counts as Planned and focuses its card.
+    remind_minutes: Mapped[int] = mapped_column(Integer, default=15)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CardContact(Base):
+    __tablename__ = "card_contacts"
+
+    card_id: Mapped[int] = mapped_column(ForeignKey("cards.id", ondelete="CASCADE"), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class Card(Base):
+    __tablename__ = "cards"
+    __table_args__ = (
+        # The Kanban query: one column of one entity type, latest focus first.
+        Index("ix_cards_kanban", "entity_type", "stage", "focus_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(300))
+    entity_type: Mapped[str] = mapped_column(String(32))
+    stage: Mapped[str] = mapped_column(String(100))
+    responsible_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    # None while open; "won" or "lost" once closed (closed cards get no new events by contact).
+    outcome: Mapped[str | None] = mapped_column(String(16), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_activity_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Focus: the card sits at the top of its column, ordered by the latest focus moment.
+    focus_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    focus_reason: Mapped[str | None] = mapped_column(String(200), default=None)
+
+    responsible: Mapped[User] = relationship()
+    contacts: Mapped[list[Contact]] = relationship(secondary="card_contacts", lazy="selectin")
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    emails: Mapped[list[ContactEmail]] = relationship(lazy="selectin", cascade="all, delete-orphan")
+    phones: Mapped[list[ContactPhone]] = relationship(lazy="selectin", cascade="all, delete-orphan")
+
+
+class ContactEmail(Base):
+    __tablename__ = "contact_emails"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    # Stored lower-case; one address belongs to one contact.
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+
+
+class ContactPhone(Base):
+    __tablename__ = "contact_phones"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    # E.164, e.g. +33612345678.
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+
+
+class ArchiveAddress(Base):
+    """A card's archive address; only the SHA-256 of its random token is kept."""
+
+    __tablename__ = "archive_addresses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    card_id: Mapped[int] = mapped_column(ForeignKey("cards.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when the address is rotated: it keeps working until then.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class InboundItem(Base):
+    """One raw input exactly as a front door received it, with its processing status."""
+
+    __tablename__ = "inbound_items"
+    __table_args__ = (Index("ix_inbound_items_status_enqueued", "status", "enqueued_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    recipient: Mapped[str] = mapped_column(String(320), default="")
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    # What the front door saw besides the bytes: peer address, envelope sender, HELO name.
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Same input twice (e.g. an SMTP client retrying after a lost 250) = same key = one item.
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default=InboundStatus.RECEIVED.value)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    card_id: Mapped[int | None] = mapped_column(
+        ForeignKey("cards.id", ondelete="SET NULL"), default=None
+    )
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class HistoryEntry(Base):
+    """One item of a card's timeline; `data` holds the type's own fields (from, to, subject...)."""
+
+    __tablename__ = "history_entries"
+    __table_args__ = (
+        UniqueConstraint("card_id", "dedupe_key"),
+        Index("ix_history_entries_card_occurred", "card_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    card_id: Mapped[int] = mapped_column(ForeignKey("cards.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    logged_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    logged_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    inbound_id: Mapped[int | None] = mapped_column(
+        ForeignKey("inbound_items.id", ondelete="SET NULL"), default=None
+    )
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Activity(Base):
+    """Something a user must act on; incoming ones (mail, call, chat) have no deadline."""
+
+    __tablename__ = "activities"
+    __table_args__ = (Index("ix_activities_responsible_open", "responsible_id", "is_open"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    card_id: Mapped[int] = mapped_column(ForeignKey("cards.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    incoming: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_open: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(32), default="scheduled")
+    responsible_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    deadline: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    subject: Mapped[str] = mapped_column(String(500), default="")
+    history_entry_id: Mapped[int | None] = mapped_column(
+        ForeignKey("history_entries.id", ondelete="SET NULL"), default=None
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class CardUnread(Base):
+    """The card is unread for this user until they open it or mark it read."""
+
+    __tablename__ = "card_unread"
+
+    card_id: Mapped[int] = mapped_column(ForeignKey("cards.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UserCounter(Base):
+    """Maintained counts per user, changed in the same transaction as the activities they count."""
+
+    __tablename__ = "user_counters"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    incoming: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,328 @@
+"""Use cases of the CRM core, each run inside one transaction given by the caller.
+
+Workers and the JSON API call these; nothing else writes cards, history, activities,
+unread marks, counters or focus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from crm_core import counters, focus
+from crm_core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from crm_core.models import (
+    Activity,
+    ArchiveAddress,
+    Card,
+    CardContact,
+    CardUnread,
+    Contact,
+    ContactEmail,
+    ContactPhone,
+    EntityType,
+    HistoryEntry,
+    User,
+    UserCounter,
+    utcnow,
+)
+from crm_core.phones import normalize_phone
+
+# --- users and cards -----------------------------------------------------------------
+
+
+def create_user(session: Session, email: str, name: str, timezone: str = "UTC") -> User:
+    email = email.strip().lower()
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidInput(f"unknown time zone {timezone!r}") from exc
+    if session.scalar(select(User.id).where(User.email == email)) is not None:
+        raise Conflict(f"a user with e-mail {email} already exists")
+    user = User(email=email, name=name, timezone=timezone)
+    session.add(user)
+    session.flush()
+    session.add(UserCounter(user_id=user.id, incoming=0))
+    return user
+
+
+def get_user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} does not exist")
+    return user
+
+
+def create_card(
+    session: Session,
+    *,
+    title: str,
+    entity_type: str,
+    stage: str,
+    responsible_id: int,
+    contact_emails: list[str],
+    contact_phones: list[str],
+    default_region: str,
+) -> Card:
+    if entity_type not in {e.value for e in EntityType}:
+        raise InvalidInput(f"unknown entity type {entity_type!r}")
+    get_user(session, responsible_id)
+    card = Card(title=title, entity_type=entity_type, stage=stage, responsible_id=responsible_id)
+    session.add(card)
+    session.flush()
+    contacts: dict[int, Contact] = {}
+    for address in contact_emails:
+        contact = contact_by_email(session, address, create=True)
+        assert contact is not None
+        contacts[contact.id] = contact
+    for raw in contact_phones:
+        contact = _contact_by_phone(session, normalize_phone(raw, default_region))
+        contacts[contact.id] = contact
+    for contact_id in contacts:
+        session.add(CardContact(card_id=card.id, contact_id=contact_id))
+    session.flush()
+    session.refresh(card)
+    return card
+
+
+def get_card(session: Session, card_id: int) -> Card:
+    card = session.get(Card, card_id)
+    if card is None:
+        raise NotFound(f"card {card_id} does not exist")
+    return card
+
+
+def contact_by_email(
+    session: Session, address: str, *, create: bool, name: str = ""
+) -> Contact | None:
+    address = address.strip().lower()
+    if "@" not in address:
+        raise InvalidInput(f"not an e-mail address: {address!r}")
+    contact = session.scalar(
+        select(Contact).join(ContactEmail).where(ContactEmail.address == address)
+    )
+    if contact is None and create:
+        contact = Contact(name=name or address, emails=[ContactEmail(address=address)])
+        session.add(contact)
+        session.flush()
+    return contact
+
+
+def _contact_by_phone(session: Session, number: str) -> Contact:
+    contact = session.scalar(
+        select(Contact).join(ContactPhone).where(ContactPhone.number == number)
+    )
+    if contact is None:
+        contact = Contact(name=number, phones=[ContactPhone(number=number)])
+        session.add(contact)
+        session.flush()
+    return contact
+
+
+def link_contact(session: Session, card_id: int, contact_id: int) -> None:
+    exists = session.get(CardContact, (card_id, contact_id))
+    if exists is None:
+        session.add(CardContact(card_id=card_id, contact_id=contact_id))
+
+
+# --- archive addresses ---------------------------------------------------------------
+
+
+def issue_archive_address(
+    session: Session, card_id: int, token_hash: str, grace: timedelta, now: datetime
+) -> None:
+    """Give the card a new address; its current ones keep working for `grace` only (rotation)."""
+    get_card(session, card_id)
+    session.execute(
+        update(ArchiveAddress)
+        .where(
+            ArchiveAddress.card_id == card_id,
+            ArchiveAddress.revoked_at.is_(None),
+            or_(ArchiveAddress.expires_at.is_(None), ArchiveAddress.expires_at > now + grace),
+        )
+        .values(expires_at=now + grace)
+    )
+    session.add(ArchiveAddress(card_id=card_id, token_hash=token_hash, created_at=now))
+
+
+def revoke_archive_addresses(session: Session, card_id: int, now: datetime) -> int:
+    get_card(session, card_id)
+    result = session.execute(
+        update(ArchiveAddress)
+        .where(ArchiveAddress.card_id == card_id, ArchiveAddress.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def card_for_archive_token(session: Session, token_hash: str, now: datetime) -> int | None:
+    """The card whose live archive address has this token hash, if any."""
+    return session.scalar(
+        select(ArchiveAddress.card_id).where(
+            ArchiveAddress.token_hash == token_hash,
+            ArchiveAddress.revoked_at.is_(None),
+            or_(ArchiveAddress.expires_at.is_(None), ArchiveAddress.expires_at > now),
+        )
+    )
+
+
+# --- incoming e-mail -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Party:
+    name: str
+    address: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "address": self.address}
+
+
+@dataclass(frozen=True)
+class EmailRecord:
+    """A mail to put on a card: the original message, and who logged it."""
+
+    logged_by: str  # address of the CRM user who sent (or forwarded) it to the card
+    sender: Party
+    occurred_at: datetime
+    subject: str
+    text: str
+    message_id: str = ""
+    to: list[Party] = field(default_factory=list)
+    cc: list[Party] = field(default_factory=list)
+    forwarded: bool = False
+
+    def dedupe_key(self) -> str:
+        """Same Message-ID and same content = the same mail (SPEC), whatever relays added."""
+        content = "\x00".join(
+            [self.sender.address.lower(), self.subject, self.occurred_at.isoformat(), self.text]
+        )
+        digest = hashlib.sha256(content.encode("utf-8", "replace")).hexdigest()
+        return f"email:{hashlib.sha256(self.message_id.encode()).hexdigest()[:32]}:{digest}"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    history_id: int
+    created: bool
+
+
+def record_email(
+    session: Session, card_id: int, mail: EmailRecord, inbound_id: int | None, now: datetime
+) -> Recorded:
+    """Put a mail on its card: history, incoming activity, unread, counter, focus.
+
+    Running it again for the same mail finds the history entry and changes nothing.
+    """
+    card = session.scalar(select(Card).where(Card.id == card_id).with_for_update())
+    if card is None:
+        raise NotFound(f"card {card_id} does not exist")
+    logger = session.scalar(select(User).where(User.email == mail.logged_by.lower()))
+    if logger is None:
+        raise Forbidden(f"sender {mail.logged_by} is not a CRM user")
+    key = mail.dedupe_key()
+    existing = session.scalar(
+        select(HistoryEntry.id).where(HistoryEntry.card_id == card.id, HistoryEntry.dedupe_key == key)
+    )
+    if existing is not None:
+        return Recorded(history_id=existing, created=False)
+
+    entry = HistoryEntry(
+        card_id=card.id,
+        type="email",
+        occurred_at=mail.occurred_at,
+        logged_at=now,
+        logged_by_id=logger.id,
+        inbound_id=inbound_id,
+        dedupe_key=key,
+        data={
+            "forwarded": mail.forwarded,
+            "message_id": mail.message_id,
+            "from": mail.sender.as_dict(),
+            "to": [p.as_dict() for p in mail.to],
+            "cc": [p.as_dict() for p in mail.cc],
+            "subject": mail.subject,
+            "text": mail.text,
+        },
+    )
+    session.add(entry)
+    session.flush()
+    if mail.sender.address.lower() != logger.email:
+        contact = contact_by_email(session, mail.sender.address, create=True, name=mail.sender.name)
+        assert contact is not None
+        link_contact(session, card.id, contact.id)
+    _incoming_event(session, card, "email", mail.subject, entry.id, focus.INCOMING_EMAIL, now)
+    return Recorded(history_id=entry.id, created=True)
+
+
+def _incoming_event(
+    session: Session,
+    card: Card,
+    activity_type: str,
+    subject: str,
+    history_id: int,
+    focus_reason: str,
+    now: datetime,
+) -> None:
+    """What every incoming event does (seeds 000, 001): activity, counter, unread, focus."""
+    session.add(
+        Activity(
+            card_id=card.id,
+            type=activity_type,
+            incoming=True,
+            status="scheduled",
+            responsible_id=card.responsible_id,
+            subject=subject[:500],
+            history_entry_id=history_id,
+            created_at=now,
+        )
+    )
+    counters.change_incoming(session, card.responsible_id, +1)
+    mark_unread(session, card.id, card.responsible_id, now)
+    card.last_activity_at = now
+    focus.focus_card(card, focus_reason, now)
+
+
+# --- unread, history, kanban ---------------------------------------------------------
+
+
+def mark_unread(session: Session, card_id: int, user_id: int, now: datetime) -> None:
+    if session.get(CardUnread, (card_id, user_id)) is None:
+        session.add(CardUnread(card_id=card_id, user_id=user_id, since=now))
+
+
+def mark_read(session: Session, card_id: int, user_id: int) -> None:
+    session.execute(
+        delete(CardUnread).where(CardUnread.card_id == card_id, CardUnread.user_id == user_id)
+    )
+
+
+def is_unread(session: Session, card_id: int, user_id: int) -> bool:
+    return session.get(CardUnread, (card_id, user_id)) is not None
+
+
+def card_history(session: Session, card_id: int, limit: int = 200) -> list[HistoryEntry]:
+    get_card(session, card_id)
+    return list(
+        session.scalars(
+            select(HistoryEntry)
+            .where(HistoryEntry.card_id == card_id)
+            .order_by(HistoryEntry.occurred_at.desc(), HistoryEntry.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def kanban(session: Session, entity_type: str, stage: str | None, limit: int = 50) -> list[Card]:
+    if entity_type not in {e.value for e in EntityType}:
+        raise InvalidInput(f"unknown entity type {entity_type!r}")
+    return list(session.scalars(focus.kanban_query(entity_type, stage, limit)))
+
+
+def user_counters(session: Session, user_id: int, now: datetime | None = None) -> counters.Counters:
+    return counters.read_counters(session, get_user(session, user_id), now or utcnow())

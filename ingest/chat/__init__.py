@@ -1,0 +1,1 @@
+"""Chat widget, WhatsApp and SMS webhooks (issue 6): verify, store raw, enqueue."""

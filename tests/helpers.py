@@ -1,0 +1,101 @@
+"""Small helpers for tests: API setup, real SMTP sends, polling without timed asserts."""
+
+from __future__ import annotations
+
+import smtplib
+import time
+from collections.abc import Callable
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 20.0, what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy; a generous ceiling, not a speed test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def create_user(api: httpx.Client, email: str, name: str = "A User") -> dict[str, Any]:
+    response = api.post("/api/users", json={"email": email, "name": name, "timezone": "Europe/Paris"})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def create_card(
+    api: httpx.Client, responsible_id: int, title: str = "Acme deal", stage: str = "new"
+) -> dict[str, Any]:
+    response = api.post(
+        "/api/cards",
+        json={
+            "title": title,
+            "entity_type": "deal",
+            "stage": stage,
+            "responsible_id": responsible_id,
+            "contact_emails": ["john.doe@acme.com"],
+        },
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def archive_address(api: httpx.Client, card_id: int) -> str:
+    response = api.post(f"/api/cards/{card_id}/archive-address")
+    assert response.status_code == 201, response.text
+    return str(response.json()["address"])
+
+
+def make_mail(
+    sender: str, to: str, subject: str = "Quote", body: str = "Hello, here is the quote."
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = format_datetime(datetime(2026, 11, 20, 9, 30, tzinfo=UTC))
+    message["Message-ID"] = make_msgid(domain="mail.example.com")
+    message.set_content(body)
+    return message
+
+
+def send(server: tuple[str, int], message: EmailMessage | bytes, to: str, sender: str) -> None:
+    """Deliver over a real SMTP session; raises smtplib errors on refusal."""
+    with smtplib.SMTP(*server, timeout=30) as client:
+        raw = message if isinstance(message, bytes) else message.as_bytes(policy=SMTP)
+        client.sendmail(sender, [to], raw)
+
+
+def inbound_items(api: httpx.Client, status: str | None = None) -> list[dict[str, Any]]:
+    params = {"status": status} if status else {}
+    response = api.get("/api/inbound", params=params)
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+def history(api: httpx.Client, card_id: int) -> list[dict[str, Any]]:
+    response = api.get(f"/api/cards/{card_id}/history")
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+def counters(api: httpx.Client, user_id: int) -> dict[str, int]:
+    response = api.get(f"/api/users/{user_id}/counters")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def all_finished(api: httpx.Client) -> bool:
+    items = inbound_items(api)
+    return bool(items) and all(item["status"] != "received" for item in items)

@@ -1,0 +1,85 @@
+"""The Dramatiq side of the pipeline: builds the broker and declares the actors.
+
+The only module importing dramatiq. Actors receive an inbound id (never a payload) and
+call one processing function; an error of ours is counted, retried, then parked as failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy.orm import Session, sessionmaker
+
+from ingest import inbound
+from ingest.mailbox.processing import process_email
+
+log = logging.getLogger("worker")
+
+QUEUE = "ingest"
+Processor = Callable[[sessionmaker[Session], int], None]
+
+# One processing function per inbound channel; calls and chat join here.
+PROCESSORS: dict[str, Processor] = {"email": process_email}
+
+
+def build_broker(url: str, namespace: str = "dramatiq") -> dramatiq.Broker:
+    """A Redis broker (redis://, rediss://, unix://) or RabbitMQ (amqp://) for `url`."""
+    if url.startswith(("amqp://", "amqps://")):
+        return RabbitmqBroker(url=url)
+    return RedisBroker(url=url, namespace=namespace)
+
+
+@dataclass
+class Pipeline:
+    broker: dramatiq.Broker
+    actors: dict[str, Any]
+
+    def enqueue(self, channel: str, inbound_id: int) -> None:
+        self.actors[channel].send(inbound_id)
+
+    def start_worker(self, threads: int) -> dramatiq.Worker:
+        worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=500)
+        worker.start()
+        return worker
+
+
+def declare_actors(
+    broker: dramatiq.Broker, sessions: sessionmaker[Session], max_attempts: int
+) -> Pipeline:
+    """Bind one actor per channel to `broker`; they read and write through `sessions`."""
+    actors: dict[str, Any] = {}
+    for channel, processor in PROCESSORS.items():
+        actors[channel] = dramatiq.actor(
+            _guarded(processor, sessions, max_attempts),
+            actor_name=f"process_{channel}",
+            queue_name=QUEUE,
+            broker=broker,
+            # Attempts are counted in the database (inbound.record_failure), not here.
+            max_retries=max_attempts,
+            min_backoff=500,
+            max_backoff=30_000,
+        )
+    return Pipeline(broker=broker, actors=actors)
+
+
+def _guarded(
+    processor: Processor, sessions: sessionmaker[Session], max_attempts: int
+) -> Callable[[int], None]:
+    def run(inbound_id: int) -> None:
+        try:
+            processor(sessions, inbound_id)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if inbound.record_failure(sessions, inbound_id, error, max_attempts):
+                return
+            log.warning("inbound item %s failed, will retry: %s", inbound_id, error)
+            raise
+
+    run.__name__ = processor.__name__
+    return run
