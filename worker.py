@@ -32,7 +32,7 @@ def build_broker(url: str, namespace: str = "dramatiq") -> dramatiq.Broker:
     """A Redis broker (redis://, rediss://, unix://) or RabbitMQ (amqp://) for `url`."""
     if url.startswith(("amqp://", "amqps://")):
         return RabbitmqBroker(url=url)
-    return RedisBroker(url=url, namespace=namespace)
+    return RedisBroker(url=url, namespace=namespace)  # type: ignore[no-untyped-call]
 
 
 @dataclass
@@ -43,20 +43,23 @@ class Pipeline:
     def enqueue(self, channel: str, inbound_id: int) -> None:
         self.actors[channel].send(inbound_id)
 
-    def start_worker(self, threads: int) -> dramatiq.Worker:
-        worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=500)
+    def start_worker(self, threads: int, poll_ms: int = 500) -> dramatiq.Worker:
+        """Consume in background threads; `poll_ms` bounds how long `stop()` waits for them."""
+        worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=poll_ms)
         worker.start()
         return worker
 
 
 def declare_actors(
-    broker: dramatiq.Broker, sessions: sessionmaker[Session], max_attempts: int
+    broker: dramatiq.Broker,
+    sessions: sessionmaker[Session],
+    max_attempts: int,
+    processors: dict[str, Processor] | None = None,
 ) -> Pipeline:
     """Bind one actor per channel to `broker`; they read and write through `sessions`."""
     actors: dict[str, Any] = {}
-    for channel, processor in PROCESSORS.items():
+    for channel, processor in (processors or PROCESSORS).items():
         actors[channel] = dramatiq.actor(
-            _guarded(processor, sessions, max_attempts),
             actor_name=f"process_{channel}",
             queue_name=QUEUE,
             broker=broker,
@@ -64,7 +67,7 @@ def declare_actors(
             max_retries=max_attempts,
             min_backoff=500,
             max_backoff=30_000,
-        )
+        )(_guarded(processor, sessions, max_attempts))
     return Pipeline(broker=broker, actors=actors)
 
 

@@ -36,9 +36,7 @@ def change_incoming(session: Session, user_id: int, delta: int) -> None:
 
 
 def read_counters(session: Session, user: User, now: datetime) -> Counters:
-    incoming = session.scalar(
-        select(UserCounter.incoming).where(UserCounter.user_id == user.id)
-    )
+    incoming = session.scalar(select(UserCounter.incoming).where(UserCounter.user_id == user.id))
     planned, due_today = _deadline_counts(session, user, now)
     incoming = incoming or 0
     return Counters(incoming=incoming, planned=planned, today=incoming + due_today)
@@ -46,11 +44,14 @@ def read_counters(session: Session, user: User, now: datetime) -> Counters:
 
 def recount(session: Session, user: User, now: datetime) -> Counters:
     """All counters from the activities themselves: the reference the maintained ones must equal."""
-    incoming = session.scalar(
-        select(func.count())
-        .select_from(Activity)
-        .where(Activity.responsible_id == user.id, Activity.is_open, Activity.incoming)
-    ) or 0
+    incoming = (
+        session.scalar(
+            select(func.count())
+            .select_from(Activity)
+            .where(Activity.responsible_id == user.id, Activity.is_open, Activity.incoming)
+        )
+        or 0
+    )
     planned, due_today = _deadline_counts(session, user, now)
     return Counters(incoming=incoming, planned=planned, today=incoming + due_today)
 
@@ -70,7 +71,10 @@ def _deadline_counts(session: Session, user: User, now: datetime) -> tuple[int, 
         )
     )
     planned = session.scalar(open_scheduled.where(Activity.deadline <= soon)) or 0
-    due_today = session.scalar(
-        open_scheduled.where(Activity.deadline >= local_midnight, Activity.deadline <= now)
-    ) or 0
+    due_today = (
+        session.scalar(
+            open_scheduled.where(Activity.deadline >= local_midnight, Activity.deadline <= now)
+        )
+        or 0
+    )
     return planned, due_today

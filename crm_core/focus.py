@@ -20,11 +20,11 @@ def focus_card(card: Card, reason: str, at: datetime) -> None:
     card.focus_reason = reason
 
 
-def kanban_query(entity_type: str, stage: str | None, limit: int) -> Select[tuple[Card]]:
+def kanban_query(entity_type: str, stage: str | None, limit: int) -> Select[Card]:
     """Cards of one column (or all columns of a type), focused ones first, latest on top."""
     query = select(Card).where(Card.entity_type == entity_type)
     if stage is not None:
         query = query.where(Card.stage == stage)
-    return query.order_by(
-        Card.focus_at.is_(None), Card.focus_at.desc(), Card.id.desc()
-    ).limit(limit)
+    return query.order_by(Card.focus_at.is_(None), Card.focus_at.desc(), Card.id.desc()).limit(
+        limit
+    )

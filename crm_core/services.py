@@ -227,7 +227,9 @@ def record_email(
         raise Forbidden(f"sender {mail.logged_by} is not a CRM user")
     key = mail.dedupe_key()
     existing = session.scalar(
-        select(HistoryEntry.id).where(HistoryEntry.card_id == card.id, HistoryEntry.dedupe_key == key)
+        select(HistoryEntry.id).where(
+            HistoryEntry.card_id == card.id, HistoryEntry.dedupe_key == key
+        )
     )
     if existing is not None:
         return Recorded(history_id=existing, created=False)

@@ -126,7 +126,10 @@ def cmd_demo(rt: Runtime) -> int:
     s = rt.settings
     with unit_of_work(rt.sessions) as session:
         users = []
-        for email, name in [("anna@example.com", "Anna Sales"), ("boris@example.com", "Boris Lead")]:
+        for email, name in [
+            ("anna@example.com", "Anna Sales"),
+            ("boris@example.com", "Boris Lead"),
+        ]:
             user = session.query(User).filter_by(email=email).one_or_none()
             users.append(user or services.create_user(session, email, name, "Europe/Paris"))
         cards = [
@@ -173,7 +176,12 @@ COMMANDS = {
 
 
 async def _serve(rt: Runtime, token: str, *, smtp: bool, http: bool) -> None:
+    """Serve SMTP and/or HTTP until SIGINT or SIGTERM (or until the HTTP server stops)."""
     s = rt.settings
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     servers: list[asyncio.Server] = []
     if smtp:
         handler = make_archive_handler(rt.sessions, rt.pipeline.enqueue)
@@ -187,24 +195,25 @@ async def _serve(rt: Runtime, token: str, *, smtp: bool, http: bool) -> None:
             )
         )
         log.info("SMTP listening on %s:%s", s.smtp_host, s.smtp_port)
+    stop_task = asyncio.ensure_future(stop.wait())
+    http_server = None
+    http_task = None
+    if http:
+        http_server = make_http_server(create_app(rt.sessions, s, token), s.http_host, s.http_port)
+        http_task = asyncio.ensure_future(http_server.serve())
     try:
-        if http:
-            # uvicorn handles SIGINT/SIGTERM and returns from serve().
-            await make_http_server(create_app(rt.sessions, s, token), s.http_host, s.http_port).serve()
-        else:
-            await _signalled()
+        waits = {stop_task} if http_task is None else {stop_task, http_task}
+        done, _pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if http_task in done:
+            http_task.result()  # e.g. the port is taken: uvicorn says why and exits
     finally:
+        stop_task.cancel()
+        if http_server is not None and http_task is not None:
+            http_server.should_exit = True
+            await asyncio.gather(http_task, return_exceptions=True)
         for server in servers:
             server.close()
             await server.wait_closed()
-
-
-async def _signalled() -> None:
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, done.set)
-    await done.wait()
 
 
 def _wait_for_signal() -> None:

@@ -4,6 +4,7 @@ Routes stay thin: authenticate, validate with `crm_core.schemas`, call one use c
 transaction, serialise. Core errors map to 404/403/409/422; a database outage to 503.
 """
 
+import contextlib
 import logging
 import secrets
 from collections.abc import Iterator
@@ -93,7 +94,9 @@ def create_app(sessions: sessionmaker[Session], settings: Settings, api_token: s
     @app.get("/api/users/{user_id}/counters", dependencies=auth)
     def get_counters(user_id: int, session: ro) -> schemas.CountersOut:
         found = services.user_counters(session, user_id, utcnow())
-        return schemas.CountersOut(incoming=found.incoming, planned=found.planned, today=found.today)
+        return schemas.CountersOut(
+            incoming=found.incoming, planned=found.planned, today=found.today
+        )
 
     @app.post("/api/cards", status_code=201, dependencies=auth)
     def create_card(body: schemas.CardIn, session: db) -> schemas.CardOut:
@@ -137,7 +140,9 @@ def create_app(sessions: sessionmaker[Session], settings: Settings, api_token: s
             timedelta(seconds=settings.archive_grace_seconds),
             utcnow(),
         )
-        return schemas.ArchiveAddressOut(address=encode_archive_address(token, settings.archive_domain))
+        return schemas.ArchiveAddressOut(
+            address=encode_archive_address(token, settings.archive_domain)
+        )
 
     @app.delete("/api/cards/{card_id}/archive-address", status_code=204, dependencies=auth)
     def revoke_archive_address(card_id: int, session: db) -> Response:
@@ -182,7 +187,14 @@ def create_app(sessions: sessionmaker[Session], settings: Settings, api_token: s
     return app
 
 
+class _HttpServer(uvicorn.Server):
+    """uvicorn, minus its own signal handling: the CLI owns SIGINT/SIGTERM for every part."""
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
+        return contextlib.nullcontext()
+
+
 def make_http_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
-    """A uvicorn server for `app`; run it with `await server.serve()`."""
+    """A uvicorn server for `app`: `await server.serve()`, stop with `server.should_exit = True`."""
     config = uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="off")
-    return uvicorn.Server(config)
+    return _HttpServer(config)

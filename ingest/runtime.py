@@ -31,7 +31,7 @@ class Runtime:
             self.embedded_redis.close()
 
 
-def build_runtime(settings: Settings, broker_namespace: str = "dramatiq") -> Runtime:
+def build_runtime(settings: Settings) -> Runtime:
     """Connect to the configured database and broker (starting the embedded Redis if none)."""
     engine = make_engine(settings.effective_database_url(), settings.db_lock_timeout_seconds)
     sessions = make_session_factory(engine)
@@ -40,6 +40,6 @@ def build_runtime(settings: Settings, broker_namespace: str = "dramatiq") -> Run
     if not broker_url:
         embedded = EmbeddedRedis(settings.embedded_redis_path)
         broker_url = embedded.url
-    broker = build_broker(broker_url, namespace=broker_namespace)
+    broker = build_broker(broker_url, namespace=settings.broker_namespace)
     pipeline = declare_actors(broker, sessions, settings.max_attempts)
     return Runtime(settings, engine, sessions, pipeline, embedded)

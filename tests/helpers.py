@@ -5,10 +5,10 @@ from __future__ import annotations
 import smtplib
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -29,7 +29,9 @@ def wait_for(check: Callable[[], T | None], timeout: float = 20.0, what: str = "
 
 
 def create_user(api: httpx.Client, email: str, name: str = "A User") -> dict[str, Any]:
-    response = api.post("/api/users", json={"email": email, "name": name, "timezone": "Europe/Paris"})
+    response = api.post(
+        "/api/users", json={"email": email, "name": name, "timezone": "Europe/Paris"}
+    )
     assert response.status_code == 201, response.text
     return dict(response.json())
 

@@ -93,8 +93,6 @@ def _refuse_automatic(parsed: ParsedEmail, item: InboundItem) -> None:
     if parsed.content_type == "multipart/report":
         raise RejectedInput("delivery status notification")
     header_block = item.raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
-    received = sum(
-        1 for line in header_block.split(b"\n") if line[:9].lower() == b"received:"
-    )
+    received = sum(1 for line in header_block.split(b"\n") if line[:9].lower() == b"received:")
     if received > MAX_RECEIVED_HEADERS:
         raise RejectedInput(f"mail loop ({received} Received headers)")

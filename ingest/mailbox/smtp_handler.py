@@ -48,8 +48,13 @@ class ArchiveHandler:
         self._store = store
         self._enqueue = enqueue
 
-    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
     ) -> str:
         token = decode_archive_address(address)
         token_hash = hash_archive_token(token) if token else _NO_TOKEN_HASH
@@ -63,9 +68,7 @@ class ArchiveHandler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
-        self, server: SMTP, session: Session, envelope: Envelope
-    ) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         meta: dict[str, Any] = {
             "peer": _peer(session.peer),
@@ -78,7 +81,8 @@ class ArchiveHandler:
                 raw=raw,
                 recipient=recipient.lower(),
                 # One item per card; the same bytes to the same card again are the same item.
-                dedupe_key="email:" + hashlib.sha256(recipient.lower().encode() + b"\0" + raw).hexdigest(),
+                dedupe_key="email:"
+                + hashlib.sha256(recipient.lower().encode() + b"\0" + raw).hexdigest(),
                 meta=meta,
             )
             for recipient in envelope.rcpt_tos

@@ -1,0 +1,103 @@
+"""The `crm-ingest` command: settings validation, and `run` with embedded defaults end to end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.helpers import (
+    archive_address,
+    create_card,
+    create_user,
+    history,
+    make_mail,
+    send,
+    wait_for,
+)
+from tests.helpers import counters as read_counters
+
+
+def crm_ingest(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+        [sys.executable, "-m", "ingest.cli", *args],
+        env={**os.environ, **env},
+        text=True,
+        **kwargs,
+    )
+
+
+def test_a_bad_setting_stops_the_start_naming_the_variable(tmp_path: Path) -> None:
+    process = crm_ingest(
+        ["run"],
+        {
+            "CRM_SMTP_PORT": "seventy",
+            "CRM_DATABASE_URL": "mysql://x",
+            "CRM_DATA_DIR": str(tmp_path),
+        },
+        stderr=subprocess.PIPE,
+    )
+    _out, err = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "CRM_SMTP_PORT" in err
+    assert "CRM_DATABASE_URL: Value error, must be a sqlite:// or postgresql:// URL" in err
+    assert "Traceback" not in err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_run_with_embedded_defaults_end_to_end(tmp_path: Path) -> None:
+    """The README's path: start, create a user and a card, mail the card, see it."""
+    smtp_port, http_port = free_port(), free_port()
+    env = {
+        "CRM_DATA_DIR": str(tmp_path / "var"),
+        "CRM_SMTP_PORT": str(smtp_port),
+        "CRM_HTTP_PORT": str(http_port),
+        "CRM_DATABASE_URL": "",
+        "CRM_BROKER_URL": "",
+        "CRM_API_TOKEN": "",
+    }
+    process = crm_ingest(["run"], env, stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        token = ""
+        for line in process.stdout:
+            if line.strip().startswith("API token"):
+                token = line.split()[-1]
+                break
+        assert token, "run printed no API token"
+        assert (tmp_path / "var" / "api_token").read_text().strip() == token
+        api = httpx.Client(
+            base_url=f"http://127.0.0.1:{http_port}",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        wait_for(lambda: _up(api), what="the HTTP API")
+        anna = create_user(api, "anna@example.com")
+        card = create_card(api, anna["id"])
+        address = archive_address(api, card["id"])
+        send(("127.0.0.1", smtp_port), make_mail("anna@example.com", address), address, "a@b.c")
+        [entry] = wait_for(lambda: history(api, card["id"]), what="history")
+        assert entry["from"]["address"] == "anna@example.com"
+        assert read_counters(api, anna["id"])["incoming"] == 1
+        kanban = api.get("/api/kanban", params={"entity_type": "deal", "stage": "new"}).json()
+        assert kanban["cards"][0]["focus_reason"] == "incoming e-mail"
+        assert (tmp_path / "var" / "crm.sqlite3").exists()
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+
+
+def _up(api: httpx.Client) -> bool:
+    try:
+        return api.get("/healthz").status_code == 200
+    except httpx.TransportError:
+        return False

@@ -1,0 +1,86 @@
+"""Raw messages from the wild (shared/fixtures/mime) through the real pipeline.
+
+Each must end processed or rejected with a clear reason: no crash, no hang, nothing lost.
+The .eml files go over SMTP (line ends made CRLF, as any relay does); the Outlook .msg,
+which is not MIME and has lines no SMTP server takes, is stored as an IMAP poller would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ingest import inbound
+from ingest.mailbox.parsing import parse_email
+from ingest.runtime import Runtime
+from tests.conftest import FIXTURES
+from tests.helpers import archive_address, create_card, create_user, history, send, wait_for
+
+MIME = FIXTURES / "mime"
+EML = sorted(p.name for p in MIME.glob("*.eml"))
+
+# Messages that are not customer mail, and why (the rest must be processed).
+EXPECTED_REJECTIONS = {
+    "mail_malformed_2.eml": "delivery status notification",
+    "mail_test_5.eml": "bulk message (Precedence: bulk)",
+    "mail_test_16.eml": "bulk message (Precedence: junk)",
+}
+
+
+def crlf(raw: bytes) -> bytes:
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+@pytest.mark.parametrize("name", EML)
+def test_eml_fixture_is_processed_or_rejected_with_reason(
+    name: str, api: httpx.Client, smtp_server: tuple[str, int], worker: None
+) -> None:
+    raw = crlf((MIME / name).read_bytes())
+    parsed = parse_email(raw)
+    assert parsed.sender is not None
+    # Given its sender is a CRM user archiving it to a card
+    user = create_user(api, parsed.sender[1].lower(), "Fixture sender")
+    card = create_card(api, user["id"])
+    address = archive_address(api, card["id"])
+    send(smtp_server, raw, address, "archiver@example.com")
+    item = wait_for(
+        lambda: [i for i in inbound_items_of(api) if i["status"] != "received"], timeout=60
+    )[0]
+    if name in EXPECTED_REJECTIONS:
+        assert (item["status"], item["reason"]) == ("rejected", EXPECTED_REJECTIONS[name])
+        assert history(api, card["id"]) == []
+    else:
+        assert item["status"] == "processed", item
+        [entry] = history(api, card["id"])
+        assert entry["subject"] == parsed.subject
+        assert entry["from"]["address"] == parsed.sender[1]
+        assert entry["text"] == parsed.text
+
+
+def inbound_items_of(api: httpx.Client) -> list[dict[str, object]]:
+    return list(api.get("/api/inbound").json()["items"])
+
+
+def test_outlook_msg_is_rejected_as_not_a_mail(
+    api: httpx.Client, runtime: Runtime, worker: None
+) -> None:
+    user = create_user(api, "anna@example.com")
+    card = create_card(api, user["id"])
+    address = archive_address(api, card["id"])
+    raw = (MIME / "mail_outlook_1.msg").read_bytes()
+    [item_id] = inbound.store(
+        runtime.sessions,
+        [inbound.NewInput(channel="email", raw=raw, dedupe_key="msg-1", recipient=address)],
+    )
+    runtime.pipeline.enqueue("email", item_id)
+    item = wait_for(lambda: [i for i in inbound_items_of(api) if i["status"] != "received"])[0]
+    assert item["status"] == "rejected"
+    assert item["reason"] == "the message has no From address"
+    assert history(api, card["id"]) == []
+
+
+def test_fixture_folder_is_present() -> None:
+    assert Path(MIME / "README.md").exists(), "tests need ../shared beside the checkout"
+    assert len(EML) >= 20
