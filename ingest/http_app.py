@@ -7,7 +7,7 @@ transaction, serialise. Core errors map to 404/403/409/422; a database outage to
 import contextlib
 import logging
 import secrets
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Annotated
 
@@ -54,16 +54,14 @@ def create_app(sessions: sessionmaker[Session], settings: Settings, api_token: s
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    def transaction() -> Iterator[Session]:
-        with unit_of_work(sessions) as session:
-            yield session
+    # Each route opens its transaction itself and commits before answering: a client that
+    # got 201 can read what it created (a yield-dependency would commit after the response).
+    def writing() -> AbstractContextManager[Session]:
+        return unit_of_work(sessions)
 
-    def reader() -> Iterator[Session]:
-        with read_only(sessions) as session:
-            yield session
+    def reading() -> AbstractContextManager[Session]:
+        return read_only(sessions)
 
-    db = Annotated[Session, Depends(transaction)]
-    ro = Annotated[Session, Depends(reader)]
     auth = [Depends(authenticated)]
 
     @app.exception_handler(CoreError)
@@ -83,91 +81,102 @@ def create_app(sessions: sessionmaker[Session], settings: Settings, api_token: s
         return {"status": "ok"}
 
     @app.post("/api/users", status_code=201, dependencies=auth)
-    def create_user(body: schemas.UserIn, session: db) -> schemas.UserOut:
-        user = services.create_user(session, str(body.email), body.name, body.timezone)
-        return schemas.UserOut.of(user)
+    def create_user(body: schemas.UserIn) -> schemas.UserOut:
+        with writing() as session:
+            user = services.create_user(session, str(body.email), body.name, body.timezone)
+            return schemas.UserOut.of(user)
 
     @app.get("/api/users/{user_id}", dependencies=auth)
-    def get_user(user_id: int, session: ro) -> schemas.UserOut:
-        return schemas.UserOut.of(services.get_user(session, user_id))
+    def get_user(user_id: int) -> schemas.UserOut:
+        with reading() as session:
+            return schemas.UserOut.of(services.get_user(session, user_id))
 
     @app.get("/api/users/{user_id}/counters", dependencies=auth)
-    def get_counters(user_id: int, session: ro) -> schemas.CountersOut:
-        found = services.user_counters(session, user_id, utcnow())
+    def get_counters(user_id: int) -> schemas.CountersOut:
+        with reading() as session:
+            found = services.user_counters(session, user_id, utcnow())
         return schemas.CountersOut(
             incoming=found.incoming, planned=found.planned, today=found.today
         )
 
     @app.post("/api/cards", status_code=201, dependencies=auth)
-    def create_card(body: schemas.CardIn, session: db) -> schemas.CardOut:
-        card = services.create_card(
-            session,
-            title=body.title,
-            entity_type=body.entity_type,
-            stage=body.stage,
-            responsible_id=body.responsible_id,
-            contact_emails=[str(e) for e in body.contact_emails],
-            contact_phones=body.contact_phones,
-            default_region=settings.default_region,
-        )
-        return schemas.CardOut.of(card, unread=False)
+    def create_card(body: schemas.CardIn) -> schemas.CardOut:
+        with writing() as session:
+            card = services.create_card(
+                session,
+                title=body.title,
+                entity_type=body.entity_type,
+                stage=body.stage,
+                responsible_id=body.responsible_id,
+                contact_emails=[str(e) for e in body.contact_emails],
+                contact_phones=body.contact_phones,
+                default_region=settings.default_region,
+            )
+            return schemas.CardOut.of(card, unread=False)
 
     @app.get("/api/cards/{card_id}", dependencies=auth)
-    def get_card(card_id: int, session: ro) -> schemas.CardOut:
-        card = services.get_card(session, card_id)
-        return schemas.CardOut.of(card, services.is_unread(session, card.id, card.responsible_id))
+    def get_card(card_id: int) -> schemas.CardOut:
+        with reading() as session:
+            card = services.get_card(session, card_id)
+            unread = services.is_unread(session, card.id, card.responsible_id)
+            return schemas.CardOut.of(card, unread)
 
     @app.post("/api/cards/{card_id}/read", status_code=204, dependencies=auth)
-    def mark_read(card_id: int, session: db) -> Response:
-        card = services.get_card(session, card_id)
-        services.mark_read(session, card.id, card.responsible_id)
+    def mark_read(card_id: int) -> Response:
+        with writing() as session:
+            card = services.get_card(session, card_id)
+            services.mark_read(session, card.id, card.responsible_id)
         return Response(status_code=204)
 
     @app.post("/api/cards/{card_id}/unread", status_code=204, dependencies=auth)
-    def mark_unread(card_id: int, session: db) -> Response:
-        card = services.get_card(session, card_id)
-        services.mark_unread(session, card.id, card.responsible_id, utcnow())
+    def mark_unread(card_id: int) -> Response:
+        with writing() as session:
+            card = services.get_card(session, card_id)
+            services.mark_unread(session, card.id, card.responsible_id, utcnow())
         return Response(status_code=204)
 
     @app.post("/api/cards/{card_id}/archive-address", status_code=201, dependencies=auth)
-    def issue_archive_address(card_id: int, session: db) -> schemas.ArchiveAddressOut:
+    def issue_archive_address(card_id: int) -> schemas.ArchiveAddressOut:
         """A new address for the card; a previous one keeps working for the grace period."""
         token = new_archive_token()
-        services.issue_archive_address(
-            session,
-            card_id,
-            hash_archive_token(token),
-            timedelta(seconds=settings.archive_grace_seconds),
-            utcnow(),
-        )
+        with writing() as session:
+            services.issue_archive_address(
+                session,
+                card_id,
+                hash_archive_token(token),
+                timedelta(seconds=settings.archive_grace_seconds),
+                utcnow(),
+            )
         return schemas.ArchiveAddressOut(
             address=encode_archive_address(token, settings.archive_domain)
         )
 
     @app.delete("/api/cards/{card_id}/archive-address", status_code=204, dependencies=auth)
-    def revoke_archive_address(card_id: int, session: db) -> Response:
-        services.revoke_archive_addresses(session, card_id, utcnow())
+    def revoke_archive_address(card_id: int) -> Response:
+        with writing() as session:
+            services.revoke_archive_addresses(session, card_id, utcnow())
         return Response(status_code=204)
 
     @app.get("/api/cards/{card_id}/history", dependencies=auth)
-    def card_history(card_id: int, session: ro) -> schemas.HistoryOut:
-        entries = services.card_history(session, card_id)
-        return schemas.HistoryOut(items=[schemas.HistoryItemOut.of(e) for e in entries])
+    def card_history(card_id: int) -> schemas.HistoryOut:
+        with reading() as session:
+            entries = services.card_history(session, card_id)
+            return schemas.HistoryOut(items=[schemas.HistoryItemOut.of(e) for e in entries])
 
     @app.get("/api/kanban", dependencies=auth)
     def kanban(
-        session: ro,
         entity_type: str = "deal",
         stage: str | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> schemas.KanbanOut:
-        cards = services.kanban(session, entity_type, stage, limit)
-        return schemas.KanbanOut(
-            cards=[
-                schemas.CardOut.of(c, services.is_unread(session, c.id, c.responsible_id))
-                for c in cards
-            ]
-        )
+        with reading() as session:
+            cards = services.kanban(session, entity_type, stage, limit)
+            return schemas.KanbanOut(
+                cards=[
+                    schemas.CardOut.of(c, services.is_unread(session, c.id, c.responsible_id))
+                    for c in cards
+                ]
+            )
 
     @app.get("/api/inbound/{item_id}", dependencies=auth)
     def get_inbound(item_id: int) -> schemas.InboundOut:

@@ -28,7 +28,9 @@ from ingest.runtime import Runtime, build_runtime
 from ingest.settings import Settings
 
 API_TOKEN = "test-token"
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+# The team's shared material sits beside the checkout (CI clones next to it).
+SHARED = Path(os.environ.get("CRM_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+FIXTURES = SHARED / "fixtures"
 
 
 def _wanted_database() -> str:
