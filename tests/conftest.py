@@ -166,9 +166,13 @@ def serve_smtp(runtime: Runtime, handler: ArchiveHandler) -> Generator[tuple[str
     try:
         yield "127.0.0.1", server.sockets[0].getsockname()[1]
     finally:
-        server.close()
-        loops.run(server.wait_closed())
+        loops.run(_close(server))  # asyncio servers are closed from their own loop
         loops.close()
+
+
+async def _close(server: asyncio.Server) -> None:
+    server.close()
+    await server.wait_closed()
 
 
 @pytest.fixture
