@@ -1,19 +1,31 @@
-"""Per-user counters (seed 000): Incoming, Planned, For today.
+"""Per-user counters (seed 000): Incoming, Planned, For today, and the employees' ones.
 
-Incoming is maintained in `user_counters` by the same transaction that opens or closes an
-incoming activity, so reading it is one row. `recount` computes all three from scratch.
+Incoming is maintained per user in both counter modes by the transaction that changes an
+activity (`change`), so reading it is one row. Planned and For today depend on the clock,
+so they are counted at read time over one user's open activities with a deadline, through
+a partial index (never a scan of all activities). `recount` recomputes everything from
+the raw rows, in Python, as the reference the fast path must always equal.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import func, literal_column, select, update
+from sqlalchemy.orm import Session, aliased
 
-from crm_core.models import Activity, User, UserCounter
+from crm_core.company import ACTIVITY_RESPONSIBLE
+from crm_core.models import Activity, Card, User, UserCounter
+
+
+@dataclass(frozen=True)
+class TeamCounters:
+    incoming: int
+    planned: int
 
 
 @dataclass(frozen=True)
@@ -21,60 +33,169 @@ class Counters:
     incoming: int
     planned: int
     today: int
+    employees: TeamCounters
 
 
-def change_incoming(session: Session, user_id: int, delta: int) -> None:
-    """Atomic increment (no read-modify-write race between workers)."""
+@dataclass(frozen=True)
+class Counted:
+    """Who an open incoming activity counts for, in each mode."""
+
+    responsible_id: int
+    card_responsible_id: int
+
+
+def counted(activity: Activity) -> Counted | None:
+    if not (activity.is_open and activity.incoming):
+        return None
+    return Counted(activity.responsible_id, activity.card_responsible_id)
+
+
+def change(session: Session, before: Counted | None, after: Counted | None) -> None:
+    """Move the maintained Incoming counts from `before` to `after` (atomic increments)."""
+    if before == after:
+        return
+    for state, delta in ((before, -1), (after, +1)):
+        if state is not None:
+            _add(session, state.responsible_id, UserCounter.incoming, delta)
+            _add(session, state.card_responsible_id, UserCounter.incoming_items, delta)
+
+
+def _add(session: Session, user_id: int, column: object, delta: int) -> None:
     result = session.execute(
-        update(UserCounter)
-        .where(UserCounter.user_id == user_id)
-        .values(incoming=UserCounter.incoming + delta)
+        update(UserCounter).where(UserCounter.user_id == user_id).values({column: column + delta})  # type: ignore[operator]
     )
     if result.rowcount == 0:  # type: ignore[attr-defined]
-        session.add(UserCounter(user_id=user_id, incoming=delta))
+        row = UserCounter(user_id=user_id, incoming=0, incoming_items=0)
+        setattr(row, column.key, delta)  # type: ignore[attr-defined]
+        session.add(row)
         session.flush()
 
 
-def read_counters(session: Session, user: User, now: datetime) -> Counters:
-    incoming = session.scalar(select(UserCounter.incoming).where(UserCounter.user_id == user.id))
-    planned, due_today = _deadline_counts(session, user, now)
-    incoming = incoming or 0
-    return Counters(incoming=incoming, planned=planned, today=incoming + due_today)
+def subordinates(session: Session, user_id: int) -> list[int]:
+    """Everyone below the user in the manager hierarchy (direct and indirect)."""
+    below = select(User.id).where(User.manager_id == user_id).cte("below", recursive=True)
+    deeper = aliased(User)
+    below = below.union(select(deeper.id).where(deeper.manager_id == below.c.id))
+    return list(session.scalars(select(below.c.id)))
 
 
-def recount(session: Session, user: User, now: datetime) -> Counters:
-    """All counters from the activities themselves: the reference the maintained ones must equal."""
+def read_counters(session: Session, user: User, mode: str, now: datetime) -> Counters:
+    owner = _owner_column(mode)
     incoming = (
-        session.scalar(
-            select(func.count())
-            .select_from(Activity)
-            .where(Activity.responsible_id == user.id, Activity.is_open, Activity.incoming)
-        )
-        or 0
+        session.scalar(select(_incoming_column(mode)).where(UserCounter.user_id == user.id)) or 0
     )
-    planned, due_today = _deadline_counts(session, user, now)
-    return Counters(incoming=incoming, planned=planned, today=incoming + due_today)
-
-
-def _deadline_counts(session: Session, user: User, now: datetime) -> tuple[int, int]:
-    """(planned, overdue-with-a-deadline-today) among the user's open scheduled activities."""
-    soon = now + timedelta(minutes=user.remind_minutes)
-    zone = ZoneInfo(user.timezone)
-    local_midnight = now.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
-    open_scheduled = (
+    open_with_deadline = (
         select(func.count())
         .select_from(Activity)
-        .where(
-            Activity.responsible_id == user.id,
-            Activity.is_open,
-            Activity.deadline.is_not(None),
-        )
+        .where(Activity.is_open, owner == user.id, Activity.deadline.is_not(None))
     )
-    planned = session.scalar(open_scheduled.where(Activity.deadline <= soon)) or 0
-    due_today = (
+    soon = now + timedelta(minutes=user.planned_lead_minutes)
+    planned = session.scalar(open_with_deadline.where(Activity.deadline <= soon)) or 0
+    midnight = _local_midnight(now, user.timezone)
+    overdue_today = (
         session.scalar(
-            open_scheduled.where(Activity.deadline >= local_midnight, Activity.deadline <= now)
+            open_with_deadline.where(Activity.deadline >= midnight, Activity.deadline <= now)
         )
         or 0
     )
-    return planned, due_today
+    return Counters(
+        incoming=incoming,
+        planned=planned,
+        today=incoming + overdue_today,
+        employees=_team(session, subordinates(session, user.id), mode, now),
+    )
+
+
+def _team(session: Session, team: list[int], mode: str, now: datetime) -> TeamCounters:
+    if not team:
+        return TeamCounters(0, 0)
+    owner = _owner_column(mode)
+    incoming = session.scalar(
+        select(func.coalesce(func.sum(_incoming_column(mode)), literal_column("0"))).where(
+            UserCounter.user_id.in_(team)
+        )
+    )
+    # Each employee's Planned uses their own N: one range count per distinct N.
+    by_lead: dict[int, list[int]] = defaultdict(list)
+    for user_id, lead in session.execute(
+        select(User.id, User.planned_lead_minutes).where(User.id.in_(team))
+    ):
+        by_lead[lead].append(user_id)
+    planned = 0
+    for lead, members in by_lead.items():
+        planned += (
+            session.scalar(
+                select(func.count())
+                .select_from(Activity)
+                .where(
+                    Activity.is_open,
+                    owner.in_(members),
+                    Activity.deadline.is_not(None),
+                    Activity.deadline <= now + timedelta(minutes=lead),
+                )
+            )
+            or 0
+        )
+    return TeamCounters(incoming=int(incoming or 0), planned=planned)
+
+
+def _incoming_column(mode: str) -> Any:
+    return UserCounter.incoming if mode == ACTIVITY_RESPONSIBLE else UserCounter.incoming_items
+
+
+def _owner_column(mode: str) -> Any:
+    return Activity.responsible_id if mode == ACTIVITY_RESPONSIBLE else Activity.card_responsible_id
+
+
+def _local_midnight(now: datetime, timezone: str) -> datetime:
+    local = now.astimezone(ZoneInfo(timezone))
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def recount(session: Session, user: User, mode: str, now: datetime) -> Counters:
+    """Every counter from scratch: all activities, their cards and users, counted in Python.
+
+    Deliberately shares nothing with the fast path (no maintained rows, no copied card
+    responsible), so a test comparing the two catches drift in either.
+    """
+    users = {u.id: u for u in session.scalars(select(User))}
+    card_owner = {
+        row.id: row.responsible_id for row in session.execute(select(Card.id, Card.responsible_id))
+    }
+    rows = session.execute(
+        select(
+            Activity.card_id,
+            Activity.responsible_id,
+            Activity.is_open,
+            Activity.incoming,
+            Activity.deadline,
+        )
+    ).all()
+
+    def owner_of(row: tuple[int, int, bool, bool, datetime | None]) -> int:
+        return row[1] if mode == ACTIVITY_RESPONSIBLE else card_owner[row[0]]
+
+    def own(uid: int) -> tuple[int, int, int]:
+        person = users[uid]
+        soon = now + timedelta(minutes=person.planned_lead_minutes)
+        midnight = _local_midnight(now, person.timezone)
+        incoming = planned = overdue_today = 0
+        for row in rows:
+            _card, _resp, is_open, is_incoming, deadline = row
+            if not is_open or owner_of(row) != uid:
+                continue
+            incoming += bool(is_incoming)
+            if deadline is not None:
+                planned += deadline <= soon
+                overdue_today += midnight <= deadline <= now
+        return incoming, planned, incoming + overdue_today
+
+    team: set[int] = set()
+    frontier = {user.id}
+    while frontier:
+        frontier = {u.id for u in users.values() if u.manager_id in frontier} - team
+        team |= frontier
+    incoming, planned, today = own(user.id)
+    team_incoming = sum(own(uid)[0] for uid in team)
+    team_planned = sum(own(uid)[1] for uid in team)
+    return Counters(incoming, planned, today, TeamCounters(team_incoming, team_planned))

@@ -1,30 +1,77 @@
-"""Focus: which card sits at the top of its Kanban column, and why (seed 001).
+"""Focus (seed 001): which card sits at the top of its Kanban column, and why.
 
-A card is focused by moving its focus moment to now; every Kanban, list and activity
-view orders by it, latest first, so the last card that needed attention leads.
+A card is focused by moving its focus moment to now. Incoming events and comments focus
+at once; an activity's deadline focuses its cards N minutes before and at the deadline,
+driven by `fire_due` (the sweeper's clock) from `Activity.next_focus_at`, so it fires
+after a restart too. Kanban, list and activity views all order by the focus moment.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
 
-from crm_core.models import Card
+from crm_core.models import Activity, Card, User
 
 INCOMING_EMAIL = "incoming e-mail"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def focus_card(card: Card, reason: str, at: datetime) -> None:
     card.focus_at = at
-    card.focus_reason = reason
+    card.focus_rank = (at - _EPOCH) // timedelta(microseconds=1)
+    card.focus_reason = reason[:200]
 
 
 def kanban_query(entity_type: str, stage: str | None, limit: int) -> Select[Card]:
-    """Cards of one column (or all columns of a type), focused ones first, latest on top."""
+    """Cards of one column (or all columns of a type), latest focus first."""
     query = select(Card).where(Card.entity_type == entity_type)
     if stage is not None:
         query = query.where(Card.stage == stage)
-    return query.order_by(Card.focus_at.is_(None), Card.focus_at.desc(), Card.id.desc()).limit(
-        limit
+    return query.order_by(Card.focus_rank.desc(), Card.id.desc()).limit(limit)
+
+
+def schedule(activity: Activity, lead_minutes: int, now: datetime) -> None:
+    """Set the activity's next focus moment: deadline - N, else the deadline, else none."""
+    activity.next_focus_at = None
+    if not activity.is_open or activity.deadline is None:
+        return
+    for moment in (activity.deadline - timedelta(minutes=lead_minutes), activity.deadline):
+        if moment > now:
+            activity.next_focus_at = moment
+            return
+
+
+def fire_due(session: Session, now: datetime, limit: int = 500) -> int:
+    """Focus the cards of every activity whose focus moment has come; return how many.
+
+    Rows are locked (skipped if another sweeper holds them) so two sweepers never fire the
+    same moment twice. A moment missed while the service was down fires late, once.
+    """
+    due = list(
+        session.scalars(
+            select(Activity)
+            .where(Activity.is_open, Activity.next_focus_at <= now)
+            .order_by(Activity.next_focus_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
     )
+    for activity in due:
+        assert activity.deadline is not None and activity.next_focus_at is not None
+        if now < activity.deadline:
+            minutes = round((activity.deadline - activity.next_focus_at).total_seconds() / 60)
+            reason = f"deadline in {minutes} min: {activity.subject}"
+            activity.next_focus_at = activity.deadline
+        else:
+            reason = f"deadline reached: {activity.subject}"
+            activity.next_focus_at = None
+        for card in activity.cards:
+            focus_card(card, reason, now)
+    return len(due)
+
+
+def lead_minutes(session: Session, user_id: int) -> int:
+    return session.scalar(select(User.planned_lead_minutes).where(User.id == user_id)) or 15

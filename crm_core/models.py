@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -73,8 +75,12 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
-    # Minutes before a deadline at which an activity counts as Planned and focuses its card.
-    remind_minutes: Mapped[int] = mapped_column(Integer, default=15)
+    # N: minutes before a deadline at which an activity counts as Planned and focuses its card.
+    planned_lead_minutes: Mapped[int] = mapped_column(Integer, default=15)
+    # The user's manager: managers see their subordinates' counters ("employees").
+    manager_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None, index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -92,8 +98,8 @@ class CardContact(Base):
 class Card(Base):
     __tablename__ = "cards"
     __table_args__ = (
-        # The Kanban query: one column of one entity type, latest focus first.
-        Index("ix_cards_kanban", "entity_type", "stage", "focus_at", "id"),
+        # The Kanban query: one column of one entity type, latest focus first (read backwards).
+        Index("ix_cards_kanban_rank", "entity_type", "stage", "focus_rank", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -107,6 +113,9 @@ class Card(Base):
     last_activity_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     # Focus: the card sits at the top of its column, ordered by the latest focus moment.
     focus_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # focus_at in microseconds since the epoch, 0 if never focused: a NOT NULL sort key that
+    # one plain index serves on every database.
+    focus_rank: Mapped[int] = mapped_column(BigInteger, default=0)
     focus_reason: Mapped[str | None] = mapped_column(String(200), default=None)
 
     responsible: Mapped[User] = relationship()
@@ -205,10 +214,37 @@ class HistoryEntry(Base):
 
 
 class Activity(Base):
-    """Something a user must act on; incoming ones (mail, call, chat) have no deadline."""
+    """Something a user must act on; incoming ones (mail, call, chat) have no deadline.
+
+    `card_id` is the main card; `ActivityCard` rows link every card it concerns (the main
+    one included). `card_responsible_id` copies the main card's responsible so that the
+    "item responsible" counters are an index range too.
+    """
 
     __tablename__ = "activities"
-    __table_args__ = (Index("ix_activities_responsible_open", "responsible_id", "is_open"),)
+    __table_args__ = (
+        Index("ix_activities_responsible_open", "responsible_id", "is_open"),
+        Index(
+            "ix_activities_open_deadline",
+            "responsible_id",
+            "deadline",
+            postgresql_where=text("is_open"),
+            sqlite_where=text("is_open = 1"),
+        ),
+        Index(
+            "ix_activities_open_item_deadline",
+            "card_responsible_id",
+            "deadline",
+            postgresql_where=text("is_open"),
+            sqlite_where=text("is_open = 1"),
+        ),
+        Index(
+            "ix_activities_next_focus",
+            "next_focus_at",
+            postgresql_where=text("is_open AND next_focus_at IS NOT NULL"),
+            sqlite_where=text("is_open = 1 AND next_focus_at IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     card_id: Mapped[int] = mapped_column(ForeignKey("cards.id", ondelete="CASCADE"), index=True)
@@ -217,13 +253,84 @@ class Activity(Base):
     is_open: Mapped[bool] = mapped_column(Boolean, default=True)
     status: Mapped[str] = mapped_column(String(32), default="scheduled")
     responsible_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    card_responsible_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     deadline: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     subject: Mapped[str] = mapped_column(String(500), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
     history_entry_id: Mapped[int | None] = mapped_column(
         ForeignKey("history_entries.id", ondelete="SET NULL"), default=None
     )
+    # The next time-driven focus moment (deadline - N, then the deadline); None when done.
+    next_focus_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    closed_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    success: Mapped[bool | None] = mapped_column(Boolean, default=None)
+
+    cards: Mapped[list[Card]] = relationship(secondary="activity_cards", lazy="selectin")
+    users: Mapped[list[User]] = relationship(secondary="activity_users", lazy="selectin")
+    contacts: Mapped[list[Contact]] = relationship(secondary="activity_contacts", lazy="selectin")
+
+
+class ActivityCard(Base):
+    __tablename__ = "activity_cards"
+
+    activity_id: Mapped[int] = mapped_column(
+        ForeignKey("activities.id", ondelete="CASCADE"), primary_key=True
+    )
+    card_id: Mapped[int] = mapped_column(
+        ForeignKey("cards.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class ActivityUser(Base):
+    """Additional users of an activity (seed 004), besides its responsible."""
+
+    __tablename__ = "activity_users"
+
+    activity_id: Mapped[int] = mapped_column(
+        ForeignKey("activities.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class ActivityContact(Base):
+    __tablename__ = "activity_contacts"
+
+    activity_id: Mapped[int] = mapped_column(
+        ForeignKey("activities.id", ondelete="CASCADE"), primary_key=True
+    )
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class Comment(Base):
+    """A comment on a card, or on one of its activities (`activity_id` set)."""
+
+    __tablename__ = "comments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    card_id: Mapped[int] = mapped_column(ForeignKey("cards.id", ondelete="CASCADE"), index=True)
+    activity_id: Mapped[int | None] = mapped_column(
+        ForeignKey("activities.id", ondelete="CASCADE"), default=None, index=True
+    )
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CompanySetting(Base):
+    """Company-wide settings (counter mode, activity types and statuses), one JSON value each."""
+
+    __tablename__ = "company_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
 
 
 class CardUnread(Base):
@@ -241,11 +348,17 @@ class CardUnread(Base):
 
 
 class UserCounter(Base):
-    """Maintained counts per user, changed in the same transaction as the activities they count."""
+    """Maintained counts per user, changed in the same transaction as the activities they count.
+
+    Both counter modes are kept up to date at all times: switching modes rebuilds nothing.
+    """
 
     __tablename__ = "user_counters"
 
     user_id: Mapped[int] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
+    # Open incoming activities the user is responsible for ("activity responsible" mode)...
     incoming: Mapped[int] = mapped_column(Integer, default=0)
+    # ...and open incoming activities on cards the user is responsible for ("item responsible").
+    incoming_items: Mapped[int] = mapped_column(Integer, default=0)

@@ -7,11 +7,11 @@ HTTP.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import AwareDatetime, BaseModel, EmailStr, Field
 
-from crm_core.models import Card, HistoryEntry, InboundItem, User
+from crm_core.models import Activity, Card, Comment, HistoryEntry, InboundItem, User
 
 
 class UserIn(BaseModel):
@@ -25,10 +25,33 @@ class UserOut(BaseModel):
     email: str
     name: str
     timezone: str
+    planned_lead_minutes: int
+    manager_id: int | None
 
     @classmethod
     def of(cls, user: User) -> UserOut:
-        return cls(id=user.id, email=user.email, name=user.name, timezone=user.timezone)
+        return cls(
+            id=user.id,
+            email=user.email,
+            name=user.name,
+            timezone=user.timezone,
+            planned_lead_minutes=user.planned_lead_minutes,
+            manager_id=user.manager_id,
+        )
+
+
+class UserPatch(BaseModel):
+    planned_lead_minutes: int | None = Field(
+        None, ge=0, le=10080, description="N: minutes before a deadline that count as Planned"
+    )
+    timezone: str | None = None
+    manager_id: int | None = Field(None, description="null removes the manager")
+
+
+class CardPatch(BaseModel):
+    title: str | None = Field(None, min_length=1, max_length=300)
+    stage: str | None = Field(None, min_length=1, max_length=100)
+    responsible_id: int | None = None
 
 
 class CardIn(BaseModel):
@@ -111,10 +134,16 @@ class HistoryOut(BaseModel):
     items: list[dict[str, Any]]
 
 
+class TeamCountersOut(BaseModel):
+    incoming: int
+    planned: int
+
+
 class CountersOut(BaseModel):
     incoming: int
     planned: int
     today: int
+    employees: TeamCountersOut
 
 
 class KanbanOut(BaseModel):
@@ -151,3 +180,146 @@ class InboundOut(BaseModel):
 
 class InboundListOut(BaseModel):
     items: list[InboundOut]
+
+
+class ActivityIn(BaseModel):
+    card_id: int | None = None
+    card_ids: list[int] | None = Field(None, description="several cards: the first is the main one")
+    type: str = Field(description="a name from the company's activity types")
+    subject: str = Field("", max_length=500)
+    description: str = ""
+    responsible_id: int
+    deadline: AwareDatetime | None = Field(None, description="ISO 8601 with offset, or null")
+    status: str | None = None
+    user_ids: list[int] = Field([], description="additional users")
+    contact_ids: list[int] = []
+
+    def all_card_ids(self) -> list[int]:
+        return ([self.card_id] if self.card_id is not None else []) + (self.card_ids or [])
+
+
+class ActivityPatch(BaseModel):
+    """Fields to change; absent ones stay. `deadline: null` removes the deadline."""
+
+    card_ids: list[int] | None = None
+    type: str | None = None
+    subject: str | None = Field(None, max_length=500)
+    description: str | None = None
+    responsible_id: int | None = None
+    deadline: AwareDatetime | None = None
+    status: str | None = None
+    user_ids: list[int] | None = None
+    contact_ids: list[int] | None = None
+
+
+class CloseIn(BaseModel):
+    status: str | None = Field(None, description="a closing status; default done")
+    success: bool | None = Field(None, description="overrides the status's own success")
+
+
+class BulkIn(BaseModel):
+    ids: list[int] = Field(min_length=1, max_length=1000)
+    action: Literal["delete", "edit", "assign", "done", "not_done"]
+    responsible_id: int | None = Field(None, description="for assign")
+    status: str | None = Field(None, description="for done: which closing status")
+    changes: ActivityPatch | None = Field(None, description="for edit")
+
+
+class BulkOut(BaseModel):
+    changed: int
+
+
+class ActivityOut(BaseModel):
+    id: int
+    card_id: int
+    card_ids: list[int]
+    type: str
+    incoming: bool
+    is_open: bool
+    status: str
+    success: bool | None
+    responsible_id: int
+    user_ids: list[int]
+    contact_ids: list[int]
+    deadline: datetime | None
+    subject: str
+    description: str
+    created_at: datetime
+    closed_at: datetime | None
+    closed_by_id: int | None
+    next_focus_at: datetime | None
+
+    @classmethod
+    def of(cls, a: Activity) -> ActivityOut:
+        return cls(
+            id=a.id,
+            card_id=a.card_id,
+            card_ids=[c.id for c in a.cards],
+            type=a.type,
+            incoming=a.incoming,
+            is_open=a.is_open,
+            status=a.status,
+            success=a.success,
+            responsible_id=a.responsible_id,
+            user_ids=[u.id for u in a.users],
+            contact_ids=[c.id for c in a.contacts],
+            deadline=a.deadline,
+            subject=a.subject,
+            description=a.description,
+            created_at=a.created_at,
+            closed_at=a.closed_at,
+            closed_by_id=a.closed_by_id,
+            next_focus_at=a.next_focus_at,
+        )
+
+
+class ActivityListOut(BaseModel):
+    items: list[ActivityOut]
+
+
+class CommentIn(BaseModel):
+    text: str = Field(min_length=1, max_length=20_000)
+    author_id: int | None = Field(None, description="default: the acting user")
+    activity_id: int | None = None
+
+
+class CommentOut(BaseModel):
+    id: int
+    card_id: int
+    activity_id: int | None
+    author_id: int
+    text: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, c: Comment) -> CommentOut:
+        return cls(
+            id=c.id,
+            card_id=c.card_id,
+            activity_id=c.activity_id,
+            author_id=c.author_id,
+            text=c.text,
+            created_at=c.created_at,
+        )
+
+
+class CommentListOut(BaseModel):
+    items: list[CommentOut]
+
+
+class StatusSetting(BaseModel):
+    name: str = Field(min_length=1, max_length=32)
+    closed: bool
+    success: bool | None = None
+
+
+class SettingsOut(BaseModel):
+    counter_mode: Literal["item_responsible", "activity_responsible"]
+    activity_types: list[str]
+    activity_statuses: list[StatusSetting]
+
+
+class SettingsPatch(BaseModel):
+    counter_mode: Literal["item_responsible", "activity_responsible"] | None = None
+    activity_types: list[str] | None = None
+    activity_statuses: list[StatusSetting] | None = None

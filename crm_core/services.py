@@ -11,17 +11,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from crm_core import counters, focus
+from crm_core import activities, company, counters, focus
 from crm_core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from crm_core.models import (
     Activity,
     ArchiveAddress,
     Card,
     CardContact,
-    CardUnread,
     Contact,
     ContactEmail,
     ContactPhone,
@@ -29,7 +28,6 @@ from crm_core.models import (
     HistoryEntry,
     User,
     UserCounter,
-    utcnow,
 )
 from crm_core.phones import normalize_phone
 
@@ -38,17 +36,21 @@ from crm_core.phones import normalize_phone
 
 def create_user(session: Session, email: str, name: str, timezone: str = "UTC") -> User:
     email = email.strip().lower()
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise InvalidInput(f"unknown time zone {timezone!r}") from exc
+    _check_timezone(timezone)
     if session.scalar(select(User.id).where(User.email == email)) is not None:
         raise Conflict(f"a user with e-mail {email} already exists")
     user = User(email=email, name=name, timezone=timezone)
     session.add(user)
     session.flush()
-    session.add(UserCounter(user_id=user.id, incoming=0))
+    session.add(UserCounter(user_id=user.id, incoming=0, incoming_items=0))
     return user
+
+
+def _check_timezone(timezone: str) -> None:
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidInput(f"unknown time zone {timezone!r}") from exc
 
 
 def get_user(session: Session, user_id: int) -> User:
@@ -258,54 +260,13 @@ def record_email(
         contact = contact_by_email(session, mail.sender.address, create=True, name=mail.sender.name)
         assert contact is not None
         link_contact(session, card.id, contact.id)
-    _incoming_event(session, card, "email", mail.subject, entry.id, focus.INCOMING_EMAIL, now)
+    activities.incoming_event(
+        session, card, "email", mail.subject, entry.id, focus.INCOMING_EMAIL, now
+    )
     return Recorded(history_id=entry.id, created=True)
 
 
-def _incoming_event(
-    session: Session,
-    card: Card,
-    activity_type: str,
-    subject: str,
-    history_id: int,
-    focus_reason: str,
-    now: datetime,
-) -> None:
-    """What every incoming event does (seeds 000, 001): activity, counter, unread, focus."""
-    session.add(
-        Activity(
-            card_id=card.id,
-            type=activity_type,
-            incoming=True,
-            status="scheduled",
-            responsible_id=card.responsible_id,
-            subject=subject[:500],
-            history_entry_id=history_id,
-            created_at=now,
-        )
-    )
-    counters.change_incoming(session, card.responsible_id, +1)
-    mark_unread(session, card.id, card.responsible_id, now)
-    card.last_activity_at = now
-    focus.focus_card(card, focus_reason, now)
-
-
 # --- unread, history, kanban ---------------------------------------------------------
-
-
-def mark_unread(session: Session, card_id: int, user_id: int, now: datetime) -> None:
-    if session.get(CardUnread, (card_id, user_id)) is None:
-        session.add(CardUnread(card_id=card_id, user_id=user_id, since=now))
-
-
-def mark_read(session: Session, card_id: int, user_id: int) -> None:
-    session.execute(
-        delete(CardUnread).where(CardUnread.card_id == card_id, CardUnread.user_id == user_id)
-    )
-
-
-def is_unread(session: Session, card_id: int, user_id: int) -> bool:
-    return session.get(CardUnread, (card_id, user_id)) is not None
 
 
 def card_history(session: Session, card_id: int, limit: int = 200) -> list[HistoryEntry]:
@@ -326,5 +287,76 @@ def kanban(session: Session, entity_type: str, stage: str | None, limit: int = 5
     return list(session.scalars(focus.kanban_query(entity_type, stage, limit)))
 
 
-def user_counters(session: Session, user_id: int, now: datetime | None = None) -> counters.Counters:
-    return counters.read_counters(session, get_user(session, user_id), now or utcnow())
+def user_counters(session: Session, user_id: int, now: datetime) -> counters.Counters:
+    """The user's counters in the company's current counter mode."""
+    user = get_user(session, user_id)
+    return counters.read_counters(session, user, company.counter_mode(session), now)
+
+
+def edit_user(
+    session: Session,
+    user_id: int,
+    now: datetime,
+    *,
+    planned_lead_minutes: int | None = None,
+    timezone: str | None = None,
+    manager_id: int | None = None,
+    clear_manager: bool = False,
+) -> User:
+    user = get_user(session, user_id)
+    if timezone is not None:
+        _check_timezone(timezone)
+        user.timezone = timezone
+    if clear_manager:
+        user.manager_id = None
+    elif manager_id is not None:
+        get_user(session, manager_id)
+        if manager_id == user.id or user.id in _managers_above(session, manager_id):
+            raise InvalidInput("a user cannot be managed by themselves or their subordinates")
+        user.manager_id = manager_id
+    if planned_lead_minutes is not None and planned_lead_minutes != user.planned_lead_minutes:
+        if not 0 <= planned_lead_minutes <= 7 * 24 * 60:
+            raise InvalidInput("planned_lead_minutes must be between 0 and 10080")
+        user.planned_lead_minutes = planned_lead_minutes
+        # Their open activities' "N minutes before" focus moments move with N.
+        for activity in session.scalars(
+            select(Activity).where(
+                Activity.responsible_id == user.id,
+                Activity.is_open,
+                Activity.deadline.is_not(None),
+            )
+        ):
+            focus.schedule(activity, planned_lead_minutes, now)
+    return user
+
+
+def _managers_above(session: Session, user_id: int) -> set[int]:
+    seen: set[int] = set()
+    current: int | None = user_id
+    while current is not None and current not in seen:
+        seen.add(current)
+        current = session.scalar(select(User.manager_id).where(User.id == current))
+    return seen
+
+
+def edit_card(
+    session: Session,
+    card_id: int,
+    now: datetime,
+    *,
+    title: str | None = None,
+    stage: str | None = None,
+    responsible_id: int | None = None,
+) -> Card:
+    card = session.scalar(select(Card).where(Card.id == card_id).with_for_update())
+    if card is None:
+        raise NotFound(f"card {card_id} does not exist")
+    if title is not None:
+        card.title = title
+    if stage is not None:
+        card.stage = stage
+    if responsible_id is not None and responsible_id != card.responsible_id:
+        get_user(session, responsible_id)
+        card.responsible_id = responsible_id
+        activities.card_activities_moved(session, card, now)
+    return card

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_core import schemas, services
+from crm_core.api import Clock, make_router
 from crm_core.db import read_only, unit_of_work
 from crm_core.errors import Conflict, CoreError, Forbidden, InvalidInput, NotFound
 from crm_core.models import InboundStatus, utcnow
@@ -35,7 +36,10 @@ _ERROR_STATUS: dict[type[CoreError], int] = {
 }
 
 
-def create_app(sessions: sessionmaker[Session], settings: Settings, api_token: str) -> FastAPI:
+def create_app(
+    sessions: sessionmaker[Session], settings: Settings, api_token: str, clock: Clock = utcnow
+) -> FastAPI:
+    """The whole HTTP app; `clock` is injectable so tests can move time."""
     app = FastAPI(
         title="CRM ingest",
         version="0.1.0",
@@ -76,64 +80,14 @@ def create_app(sessions: sessionmaker[Session], settings: Settings, api_token: s
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
 
+    app.include_router(
+        make_router(sessions, default_region=settings.default_region, clock=clock),
+        dependencies=auth,
+    )
+
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
-
-    @app.post("/api/users", status_code=201, dependencies=auth)
-    def create_user(body: schemas.UserIn) -> schemas.UserOut:
-        with writing() as session:
-            user = services.create_user(session, str(body.email), body.name, body.timezone)
-            return schemas.UserOut.of(user)
-
-    @app.get("/api/users/{user_id}", dependencies=auth)
-    def get_user(user_id: int) -> schemas.UserOut:
-        with reading() as session:
-            return schemas.UserOut.of(services.get_user(session, user_id))
-
-    @app.get("/api/users/{user_id}/counters", dependencies=auth)
-    def get_counters(user_id: int) -> schemas.CountersOut:
-        with reading() as session:
-            found = services.user_counters(session, user_id, utcnow())
-        return schemas.CountersOut(
-            incoming=found.incoming, planned=found.planned, today=found.today
-        )
-
-    @app.post("/api/cards", status_code=201, dependencies=auth)
-    def create_card(body: schemas.CardIn) -> schemas.CardOut:
-        with writing() as session:
-            card = services.create_card(
-                session,
-                title=body.title,
-                entity_type=body.entity_type,
-                stage=body.stage,
-                responsible_id=body.responsible_id,
-                contact_emails=[str(e) for e in body.contact_emails],
-                contact_phones=body.contact_phones,
-                default_region=settings.default_region,
-            )
-            return schemas.CardOut.of(card, unread=False)
-
-    @app.get("/api/cards/{card_id}", dependencies=auth)
-    def get_card(card_id: int) -> schemas.CardOut:
-        with reading() as session:
-            card = services.get_card(session, card_id)
-            unread = services.is_unread(session, card.id, card.responsible_id)
-            return schemas.CardOut.of(card, unread)
-
-    @app.post("/api/cards/{card_id}/read", status_code=204, dependencies=auth)
-    def mark_read(card_id: int) -> Response:
-        with writing() as session:
-            card = services.get_card(session, card_id)
-            services.mark_read(session, card.id, card.responsible_id)
-        return Response(status_code=204)
-
-    @app.post("/api/cards/{card_id}/unread", status_code=204, dependencies=auth)
-    def mark_unread(card_id: int) -> Response:
-        with writing() as session:
-            card = services.get_card(session, card_id)
-            services.mark_unread(session, card.id, card.responsible_id, utcnow())
-        return Response(status_code=204)
 
     @app.post("/api/cards/{card_id}/archive-address", status_code=201, dependencies=auth)
     def issue_archive_address(card_id: int) -> schemas.ArchiveAddressOut:
@@ -145,7 +99,7 @@ def create_app(sessions: sessionmaker[Session], settings: Settings, api_token: s
                 card_id,
                 hash_archive_token(token),
                 timedelta(seconds=settings.archive_grace_seconds),
-                utcnow(),
+                clock(),
             )
         return schemas.ArchiveAddressOut(
             address=encode_archive_address(token, settings.archive_domain)
@@ -154,29 +108,8 @@ def create_app(sessions: sessionmaker[Session], settings: Settings, api_token: s
     @app.delete("/api/cards/{card_id}/archive-address", status_code=204, dependencies=auth)
     def revoke_archive_address(card_id: int) -> Response:
         with writing() as session:
-            services.revoke_archive_addresses(session, card_id, utcnow())
+            services.revoke_archive_addresses(session, card_id, clock())
         return Response(status_code=204)
-
-    @app.get("/api/cards/{card_id}/history", dependencies=auth)
-    def card_history(card_id: int) -> schemas.HistoryOut:
-        with reading() as session:
-            entries = services.card_history(session, card_id)
-            return schemas.HistoryOut(items=[schemas.HistoryItemOut.of(e) for e in entries])
-
-    @app.get("/api/kanban", dependencies=auth)
-    def kanban(
-        entity_type: str = "deal",
-        stage: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    ) -> schemas.KanbanOut:
-        with reading() as session:
-            cards = services.kanban(session, entity_type, stage, limit)
-            return schemas.KanbanOut(
-                cards=[
-                    schemas.CardOut.of(c, services.is_unread(session, c.id, c.responsible_id))
-                    for c in cards
-                ]
-            )
 
     @app.get("/api/inbound/{item_id}", dependencies=auth)
     def get_inbound(item_id: int) -> schemas.InboundOut:

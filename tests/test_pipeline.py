@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from crm_core import counters
+from crm_core.company import COUNTER_MODES
 from crm_core.db import read_only
 from crm_core.models import Activity, User, utcnow
 from ingest import inbound, sweeper
@@ -82,7 +83,12 @@ def test_mail_lands_on_its_card_with_unread_counter_and_focus(
     assert card["focus_reason"] == "incoming e-mail"
     top = api.get("/api/kanban", params={"entity_type": "deal", "stage": "new"}).json()["cards"]
     assert [c["id"] for c in top] == [target["id"], quiet["id"]]
-    assert read_counters(api, anna["id"]) == {"incoming": 3, "planned": 0, "today": 3}
+    assert read_counters(api, anna["id"]) == {
+        "incoming": 3,
+        "planned": 0,
+        "today": 3,
+        "employees": {"incoming": 0, "planned": 0},
+    }
 
 
 def test_same_message_twice_is_recorded_once(
@@ -238,8 +244,8 @@ def test_maintained_counter_equals_a_recount(
     with read_only(runtime.sessions) as session:
         for user in session.scalars(select(User)):
             now = utcnow()
-            assert counters.read_counters(session, user, now) == counters.recount(
-                session, user, now
-            )
+            for mode in COUNTER_MODES:
+                fast = counters.read_counters(session, user, mode, now)
+                assert fast == counters.recount(session, user, mode, now)
     assert read_counters(api, anna["id"])["incoming"] == 4
     assert read_counters(api, boris["id"])["incoming"] == 2
