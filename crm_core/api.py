@@ -97,13 +97,15 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
     @router.get("/cards/{card_id}")
     def get_card(card_id: int, acting: ActingUser = None) -> schemas.CardOut:
         """The card; opened by its responsible, it is no longer unread for them."""
-        with writing() as session:
+        with reading() as session:
             card = services.get_card(session, card_id)
             viewer = acting if acting is not None else card.responsible_id
-            was_unread = unread.is_unread(session, card.id, viewer)
-            if acting == card.responsible_id:
-                unread.mark_read(session, card.id, viewer)
-            return schemas.CardOut.of(card, was_unread and acting != card.responsible_id)
+            shown = schemas.CardOut.of(card, unread.is_unread(session, card.id, viewer))
+        if shown.unread and acting == shown.responsible_id:
+            with writing() as session:
+                unread.mark_read(session, card_id, acting)
+            shown.unread = False  # the responsible is looking at it now
+        return shown
 
     @router.patch("/cards/{card_id}")
     def edit_card(card_id: int, body: schemas.CardPatch) -> schemas.CardOut:

@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     # Processing attempts before an input is parked as `failed`.
     max_attempts: Annotated[int, Field(ge=1, le=50)] = 5
     # The sweeper re-sends inputs still `received` this long after their last enqueue.
-    sweep_interval_seconds: Annotated[float, Field(gt=0)] = 5.0
+    # Also the clock of time-driven focus, which must fire within a minute: at most 60 s.
+    sweep_interval_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
     sweep_after_seconds: Annotated[float, Field(ge=0)] = 30.0
 
     # Region used to read phone numbers written without a country code.

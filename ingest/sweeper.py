@@ -1,7 +1,8 @@
-"""The sweeper: the database, not the broker, decides what still needs processing.
+"""The sweeper: the database, not the broker, decides what still needs doing.
 
 Re-sends every inbound item still `received` some time after its last enqueue (broker
-down at accept time, worker killed, Redis restarted empty). Actors are safe to run twice.
+down at accept time, worker killed, Redis restarted empty; actors are safe to run twice),
+and is the clock of time-driven focus: N minutes before a deadline and at the deadline.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from crm_core import focus
+from crm_core.db import unit_of_work
 from crm_core.models import utcnow
 from ingest import inbound
 
@@ -31,6 +34,15 @@ def sweep_once(sessions: sessionmaker[Session], enqueue: Enqueue, older_than: ti
     return len(due)
 
 
+def focus_due(sessions: sessionmaker[Session], now: datetime) -> int:
+    """Focus the cards whose activities reached a focus moment; return how many fired."""
+    with unit_of_work(sessions) as session:
+        fired = focus.fire_due(session, now)
+    if fired:
+        log.info("focused the cards of %d activities at their deadline moments", fired)
+    return fired
+
+
 def run_sweeper(
     sessions: sessionmaker[Session],
     enqueue: Enqueue,
@@ -39,10 +51,12 @@ def run_sweeper(
     older_than: timedelta,
     stop: threading.Event,
 ) -> None:
-    """Sweep every `interval_seconds` until `stop` is set; an error is logged, not fatal."""
+    """Sweep every `interval_seconds` until `stop` is set; an error is logged, not fatal
+    (the next round retries: a database outage must not kill the clock)."""
     while not stop.is_set():
         try:
             sweep_once(sessions, enqueue, older_than)
+            focus_due(sessions, utcnow())
         except Exception:
             log.exception("sweep failed; trying again in %.0f s", interval_seconds)
         stop.wait(interval_seconds)

@@ -12,6 +12,7 @@ import os
 import threading
 import uuid
 from collections.abc import Generator, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from crm_core.db import Base, make_engine, upgrade_schema
+from crm_core.models import utcnow
 from ingest.embedded import EmbeddedRedis
 from ingest.http_app import create_app, make_http_server
 from ingest.mailbox.smtp_handler import ArchiveHandler, make_archive_handler, start_smtp_server
@@ -175,10 +177,30 @@ async def _close(server: asyncio.Server) -> None:
     await server.wait_closed()
 
 
+class FakeClock:
+    """A clock the test moves by hand (the service's clock is injectable)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
 @pytest.fixture
-def api(runtime: Runtime) -> Iterator[httpx.Client]:
+def clock() -> FakeClock:
+    """The API's clock, frozen at the start of the test; tests set and move it by hand."""
+    return FakeClock(utcnow())
+
+
+@pytest.fixture
+def api(runtime: Runtime, clock: FakeClock) -> Iterator[httpx.Client]:
     """The real HTTP app served by uvicorn on a free port, and a client with the token."""
-    app = create_app(runtime.sessions, runtime.settings, API_TOKEN)
+    app = create_app(runtime.sessions, runtime.settings, API_TOKEN, clock=clock)
     server = make_http_server(app, "127.0.0.1", 0)
     loops = LoopThread()
     task = asyncio.run_coroutine_threadsafe(server.serve(), loops.loop)
