@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 # Stable constraint names, so Alembic migrations read the same on SQLite and PostgreSQL.
@@ -94,6 +94,17 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One use case, one transaction: commit on success, roll back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+def check_database(engine: Engine) -> None:
+    """Connect once, so a wrong URL fails at start with its reason, not in a worker later."""
+    with engine.connect() as connection:
+        connection.execution_options(**{_SQLITE_BEGIN: "DEFERRED"}).exec_driver_sql("SELECT 1")
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def upgrade_schema(engine: Engine) -> None:

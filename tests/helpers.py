@@ -92,7 +92,7 @@ def history(api: httpx.Client, card_id: int) -> list[dict[str, Any]]:
     return list(response.json()["items"])
 
 
-def counters(api: httpx.Client, user_id: int) -> dict[str, int]:
+def counters(api: httpx.Client, user_id: int) -> dict[str, Any]:
     response = api.get(f"/api/users/{user_id}/counters")
     assert response.status_code == 200, response.text
     return dict(response.json())

@@ -9,10 +9,12 @@ user's counters in both modes with `counters.recount` (all rows, counted in Pyth
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from crm_core import activities, counters, services
 from crm_core.activities import ActivityFields
@@ -52,7 +54,9 @@ operation = st.one_of(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(steps=st.lists(operation, min_size=1, max_size=30))
-def test_counters_equal_a_recount_after_every_step(runtime: Runtime, steps: list[tuple]) -> None:  # type: ignore[type-arg]
+def test_counters_equal_a_recount_after_every_step(
+    runtime: Runtime, steps: list[tuple[Any, ...]]
+) -> None:
     empty_tables(runtime.engine)
     now = START
     with unit_of_work(runtime.sessions) as session:
@@ -84,7 +88,9 @@ def test_counters_equal_a_recount_after_every_step(runtime: Runtime, steps: list
                     assert fast == slow, (step, mode, user.id)
 
 
-def _apply(session, step, users, cards, now):  # type: ignore[no-untyped-def]
+def _apply(
+    session: Session, step: tuple[Any, ...], users: list[int], cards: list[int], now: datetime
+) -> datetime:
     kind, *args = step
     ids = list(session.scalars(select(Activity.id).order_by(Activity.id)))
 

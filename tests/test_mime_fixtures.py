@@ -29,6 +29,20 @@ EXPECTED_REJECTIONS = {
 }
 
 
+# What a person reads in some of them (encoded words, GB2312, KOI8-R...), checked by eye.
+EXPECTED_HEADERS = {
+    "mail_test_1.eml": ("письмо уведом-е", "служба ФНС Даниил Суворов", "suvorov.s@nalg.ru"),
+    "mail_test_12.eml": ("代开各地增值税发票", "张先生", "baoguan@hotmail.com"),
+    "mail_test_6.eml": ("Быстрее вкладывайте в золото!", "Время пришло", "noreply@ggg.com"),
+    "mail_test_18.eml": (
+        "Test for Comma and Name Bugs",
+        "LastßlName, FirstName",
+        "comma.name@example.com",
+    ),
+    "mail_test_3.eml": ("Hi there", "Ava Oneil", "Oneil.844@randtelekom.com.tr"),
+}
+
+
 def crlf(raw: bytes) -> bytes:
     return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
@@ -57,6 +71,10 @@ def test_eml_fixture_is_processed_or_rejected_with_reason(
         assert entry["subject"] == parsed.subject
         assert entry["from"]["address"] == parsed.sender[1]
         assert entry["text"] == parsed.text
+        if name in EXPECTED_HEADERS:
+            subject, sender_name, sender_address = EXPECTED_HEADERS[name]
+            assert entry["subject"] == subject
+            assert entry["from"] == {"name": sender_name, "address": sender_address}
 
 
 def inbound_items_of(api: httpx.Client) -> list[dict[str, object]]:

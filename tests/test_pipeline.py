@@ -5,8 +5,10 @@ Real SMTP socket, real broker, real worker threads, real HTTP API.
 
 from __future__ import annotations
 
+import smtplib
 from datetime import timedelta
 from email.policy import SMTP
+from typing import Any
 
 import httpx
 import pytest
@@ -176,7 +178,9 @@ def test_accepted_while_the_broker_is_down_then_swept(
     address = archive_address(api, card["id"])
     # Given a front door whose broker refuses connections (nothing listens on port 9)
     dead = declare_actors(build_broker("redis://127.0.0.1:9/0"), runtime.sessions, 3)
-    server = serve_smtp(runtime, make_archive_handler(runtime.sessions, dead.enqueue))
+    server = serve_smtp(
+        runtime, make_archive_handler(runtime.sessions, dead.enqueue, "archive.test")
+    )
     # When a mail arrives, Then it is still accepted: it is stored, which is what counts
     send(next(server), make_mail("anna@example.com", address), address, "anna@example.com")
     server.close()
@@ -249,3 +253,73 @@ def test_maintained_counter_equals_a_recount(
                 assert fast == counters.recount(session, user, mode, now)
     assert read_counters(api, anna["id"])["incoming"] == 4
     assert read_counters(api, boris["id"])["incoming"] == 2
+
+
+def _card_with_address(api: httpx.Client) -> tuple[dict[str, Any], dict[str, Any], str]:
+    anna = create_user(api, "anna@example.com")
+    card = create_card(api, anna["id"])
+    return anna, card, archive_address(api, card["id"])
+
+
+def test_bounces_and_loops_are_not_customer_messages(
+    api: httpx.Client, smtp_server: tuple[str, int], worker: None
+) -> None:
+    _anna, card, address = _card_with_address(api)
+    bounce = make_mail("anna@example.com", address, subject="bounce")
+    with smtplib.SMTP(*smtp_server) as client:
+        client.sendmail("<>", [address], bounce.as_bytes(policy=SMTP))
+    hops = b"".join(
+        b"Received: from hop%d by mx; Fri, 20 Nov 2026 09:31:00 +0000\r\n" % n for n in range(31)
+    )
+    looped = hops + make_mail("anna@example.com", address, subject="loop").as_bytes(policy=SMTP)
+    send(smtp_server, looped, address, "anna@example.com")
+    wait_for(lambda: len(inbound_items(api, "rejected")) == 2, what="two rejections")
+    reasons = sorted(item["reason"] for item in inbound_items(api, "rejected"))
+    assert reasons == [
+        "mail loop (31 Received headers)",
+        "null envelope sender (a bounce or notification)",
+    ]
+    assert history(api, card["id"]) == []
+
+
+def test_a_mail_without_date_delivered_three_times_is_recorded_once(
+    api: httpx.Client, smtp_server: tuple[str, int], worker: None
+) -> None:
+    anna, card, address = _card_with_address(api)
+    mail = make_mail("anna@example.com", address)
+    del mail["Date"]
+    for hop in range(3):
+        trace = b"Received: from relay%d by mx; Fri, 20 Nov 2026 09:31:00 +0000\r\n" % hop
+        send(smtp_server, trace + mail.as_bytes(policy=SMTP), address, "anna@example.com")
+    wait_for(lambda: len(inbound_items(api, "processed")) == 3, what="three processed items")
+    assert len(history(api, card["id"])) == 1
+    assert read_counters(api, anna["id"])["incoming"] == 1
+
+
+def test_odd_bytes_in_headers_are_kept_readable(
+    api: httpx.Client, smtp_server: tuple[str, int], worker: None
+) -> None:
+    _anna, card, address = _card_with_address(api)
+    raw = (
+        b"From: J\xe9r\xf4me <anna@example.com>\r\nTo: " + address.encode() + b"\r\n"
+        b"Subject: caf\xe9 \x00ok\r\nDate: Fri, 20 Nov 2026 09:30:00 +0000\r\n\r\n"
+        b"Body with a NUL \x00 inside.\r\n"
+    )
+    send(smtp_server, raw, address, "anna@example.com")
+    [entry] = wait_for(lambda: history(api, card["id"]), what="history entry")
+    assert entry["subject"] == "café ok"
+    assert entry["from"] == {"name": "Jérôme", "address": "anna@example.com"}
+    assert "\x00" not in entry["text"] and entry["text"].startswith("Body with a NUL")
+
+
+def test_hostile_html_is_read_without_stalling(
+    api: httpx.Client, smtp_server: tuple[str, int], worker: None
+) -> None:
+    _anna, card, address = _card_with_address(api)
+    mail = make_mail("anna@example.com", address)
+    mail.set_content(
+        "<p>Hello &amp; welcome</p>" + "<script>" * 100_000 + "<div>" * 20_000, subtype="html"
+    )
+    send(smtp_server, mail, address, "anna@example.com")
+    [entry] = wait_for(lambda: history(api, card["id"]), what="history entry")
+    assert entry["text"] == "Hello & welcome"

@@ -153,7 +153,9 @@ def test_database_down_at_rcpt_answers_451(
     from crm_core.db import make_engine, make_session_factory
 
     engine = make_engine(dead.effective_database_url(), 1.0)
-    handler = make_archive_handler(make_session_factory(engine), runtime.pipeline.enqueue)
+    handler = make_archive_handler(
+        make_session_factory(engine), runtime.pipeline.enqueue, "archive.test"
+    )
     server = serve_smtp(runtime, handler)
     host_port = next(server)
     try:
@@ -165,3 +167,40 @@ def test_database_down_at_rcpt_answers_451(
     finally:
         server.close()
         engine.dispose()
+
+
+def test_recipients_are_checked_and_stored_in_canonical_form(
+    api: httpx.Client,
+    runtime: Runtime,
+    smtp_server: tuple[str, int],
+    card_address: tuple[dict[str, object], str],
+) -> None:
+    _card, address = card_address
+    token, _at, _domain = address.partition("@")
+    with smtplib.SMTP(*smtp_server) as client:
+        client.ehlo()
+        client.mail("anna@example.com")
+        # Not our domain: no relaying, whatever the local part
+        assert client.rcpt(f"{token}@elsewhere.example")[:1] == (550,)
+        assert client.rcpt(f"{token}@elsewhere.example")[1].startswith(b"5.7.1")
+        # Malformed: too long, or with control characters
+        assert client.rcpt("x" * 300 + f"+{token}@archive.test")[0] == 501
+        assert client.rcpt(f"a\x01+{token}@archive.test")[0] == 501
+        # Relays may change case and users may add a tag: still the card, stored canonically
+        assert client.rcpt(f"Sales+{token.upper()}@ARCHIVE.test")[0] == 250
+        assert client.data(make_mail("anna@example.com", address).as_bytes(policy=SMTP))[0] == 250
+    with runtime.sessions() as session:
+        assert list(session.scalars(select(InboundItem.recipient))) == [address]
+
+
+def test_null_sender_is_recorded_as_such(
+    runtime: Runtime, smtp_server: tuple[str, int], card_address: tuple[dict[str, object], str]
+) -> None:
+    _card, address = card_address
+    with smtplib.SMTP(*smtp_server) as client:
+        client.sendmail(
+            "<>", [address], make_mail("anna@example.com", address).as_bytes(policy=SMTP)
+        )
+    with runtime.sessions() as session:
+        [meta] = list(session.scalars(select(InboundItem.meta)))
+    assert meta["mail_from"] == ""

@@ -5,9 +5,7 @@ Everything downstream (forward detection, processing) reads ParsedEmail, never t
 
 from __future__ import annotations
 
-import html
 import logging
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parseaddr
@@ -15,6 +13,7 @@ from email.utils import parseaddr
 import mailparser
 
 from ingest.errors import RejectedInput
+from ingest.mailbox.html_text import html_to_text
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +37,26 @@ class ParsedEmail:
         return self.headers.get(name.lower(), "")
 
 
+MAX_TEXT_CHARS = 1_000_000  # longer bodies are cut (the raw message keeps everything)
+
+
 def parse_email(raw: bytes) -> ParsedEmail:
     """Parse `raw`; a message the parser cannot read at all is the sender's fault."""
     try:
-        parsed = mailparser.parse_from_bytes(raw)
+        parsed = mailparser.parse_from_bytes(_utf8_header_block(raw))
         message = parsed.message
-        headers = {str(k).lower(): str(v) for k, v in message.items()}
+        headers = {str(k).lower(): _clean(str(v)) for k, v in message.items()}
         text_plain = "\n".join(parsed.text_plain).replace("\r\n", "\n")
         text_html = "\n".join(parsed.text_html)
         return ParsedEmail(
-            message_id=(parsed.message_id or "").strip(),
+            message_id=_clean(parsed.message_id or "").strip(),
             sender=_first(parsed.from_),
             to=_addresses(parsed.to),
             cc=_addresses(parsed.cc),
             date=_utc(parsed.date),
-            subject=(parsed.subject or "").strip(),
-            text=text_plain or html_to_text(text_html),
-            html=text_html,
+            subject=_clean(parsed.subject or "").strip(),
+            text=_clean(text_plain or html_to_text(text_html))[:MAX_TEXT_CHARS],
+            html=_clean(text_html),
             headers=headers,
             content_type=message.get_content_type(),
         )
@@ -63,16 +65,33 @@ def parse_email(raw: bytes) -> ParsedEmail:
         raise RejectedInput(f"cannot parse the message ({type(exc).__name__})") from exc
 
 
+def _utf8_header_block(raw: bytes) -> bytes:
+    """Raw 8-bit headers that are not UTF-8 are read as Windows-1252 (what old clients
+    send, RFC 6532 aside), so "café" does not become "caf" or lone surrogates."""
+    cut = min((i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0), default=-1)
+    head = raw if cut < 0 else raw[:cut]
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return head.decode("cp1252", errors="replace").encode("utf-8") + raw[len(head) :]
+    return raw
+
+
+def _clean(text: str) -> str:
+    """No NUL (PostgreSQL text refuses it) and no lone surrogates (not encodable)."""
+    return text.replace("\x00", "").encode("utf-8", errors="replace").decode("utf-8")
+
+
 def _addresses(values: list[tuple[str, str]] | None) -> list[Address]:
     result: list[Address] = []
     for name, address in values or []:
         if address and "@" in address:
-            result.append((name.strip(), address.strip()))
+            result.append((_clean(name).strip(), _clean(address).strip()))
         elif name and "@" in name:
             # Some clients put the address alone in the display-name slot.
             _n, addr = parseaddr(name)
             if addr:
-                result.append(("", addr))
+                result.append(("", _clean(addr)))
     return result
 
 
@@ -85,19 +104,3 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-_TAG = re.compile(r"<[^>]+>")
-_BLOCK = re.compile(r"<\s*(br|/p|/div|/tr|/li|/h[1-6])\b[^>]*>", re.IGNORECASE)
-_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-
-
-def html_to_text(markup: str) -> str:
-    """Readable text of an HTML-only mail (line breaks kept, tags and scripts dropped)."""
-    if not markup:
-        return ""
-    text = _HIDDEN.sub("", markup)
-    text = _BLOCK.sub("\n", text)
-    text = html.unescape(_TAG.sub("", text))
-    lines = [line.strip() for line in text.splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

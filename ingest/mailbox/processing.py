@@ -26,15 +26,27 @@ MAX_RECEIVED_HEADERS = 30  # more hops than this is a mail loop (RFC 5321 sectio
 
 
 def process_email(sessions: sessionmaker[Session], inbound_id: int) -> None:
+    # Parse before the transaction: a big or hostile message must not hold database locks.
+    stored = inbound.load(sessions, inbound_id)
+    if stored is None or stored.status != InboundStatus.RECEIVED.value:
+        return
+    parsed: ParsedEmail | None = None
+    unparseable = ""
+    try:
+        parsed = parse_email(stored.raw)
+    except RejectedInput as exc:
+        unparseable = exc.reason
     now = utcnow()
     with unit_of_work(sessions) as session:
         item = inbound.claim(session, inbound_id)
         if item is None:
             return
         try:
+            if parsed is None:
+                raise RejectedInput(unparseable)
             with session.begin_nested():
                 card_id = _route(session, item, now)
-                mail = _email_record(parse_email(item.raw), item, now)
+                mail = _email_record(parsed, item, now)
                 services.record_email(session, card_id, mail, item.id, now)
         except RejectedInput as exc:
             _reject(item, exc.reason)
@@ -74,6 +86,7 @@ def _email_record(parsed: ParsedEmail, item: InboundItem, now: datetime) -> serv
         subject=parsed.subject,
         text=parsed.text,
         message_id=parsed.message_id,
+        date_header=parsed.header("date"),
         to=[services.Party(name=n, address=a) for n, a in parsed.to],
         cc=[services.Party(name=n, address=a) for n, a in parsed.cc],
         forwarded=False,
@@ -88,7 +101,7 @@ def _refuse_automatic(parsed: ParsedEmail, item: InboundItem) -> None:
     precedence = parsed.header("precedence").strip().lower()
     if precedence in {"bulk", "junk", "list"}:
         raise RejectedInput(f"bulk message (Precedence: {precedence})")
-    if item.meta.get("mail_from", None) == "":
+    if item.meta.get("mail_from") == "":  # MAIL FROM:<> (RFC 5321 section 4.5.5)
         raise RejectedInput("null envelope sender (a bounce or notification)")
     if parsed.content_type == "multipart/report":
         raise RejectedInput("delivery status notification")

@@ -22,12 +22,19 @@ from crm_core.models import utcnow
 from ingest import inbound
 from ingest.errors import StoreUnavailable
 from ingest.inbound import NewInput
-from ingest.mailbox.addresses import decode_archive_address, hash_archive_token
+from ingest.mailbox.addresses import (
+    decode_archive_address,
+    encode_archive_address,
+    hash_archive_token,
+)
 
 log = logging.getLogger(__name__)
 
 # Replies (RFC 3463 enhanced codes). None carries internal detail.
 UNKNOWN_ADDRESS = "550 5.1.1 No such archive address"
+NOT_OUR_DOMAIN = "550 5.7.1 Relaying denied"
+BAD_ADDRESS = "501 5.1.3 Bad recipient address syntax"
+MAX_ADDRESS_LENGTH = 254  # RFC 5321 section 4.5.3.1.3 (path) less the angle brackets
 TRY_LATER = "451 4.3.0 Temporary failure, please try again later"
 ACCEPTED = "250 2.0.0 Message accepted"
 
@@ -43,7 +50,10 @@ Enqueue = Callable[[str, int], None]
 class ArchiveHandler:
     """aiosmtpd handler; blocking work (database, broker) runs off the event loop."""
 
-    def __init__(self, is_live_token: IsLiveToken, store: Store, enqueue: Enqueue) -> None:
+    def __init__(
+        self, is_live_token: IsLiveToken, store: Store, enqueue: Enqueue, archive_domain: str
+    ) -> None:
+        self._archive_domain = archive_domain.lower()
         self._is_live_token = is_live_token
         self._store = store
         self._enqueue = enqueue
@@ -56,6 +66,11 @@ class ArchiveHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        address = address.strip()
+        if len(address) > MAX_ADDRESS_LENGTH or not address.isprintable() or " " in address:
+            return BAD_ADDRESS
+        if address.rpartition("@")[2].lower() != self._archive_domain:
+            return NOT_OUR_DOMAIN
         token = decode_archive_address(address)
         token_hash = hash_archive_token(token) if token else _NO_TOKEN_HASH
         try:
@@ -65,7 +80,8 @@ class ArchiveHandler:
             return TRY_LATER
         if not (live and token):
             return UNKNOWN_ADDRESS
-        envelope.rcpt_tos.append(address)
+        # Stored in canonical form: one card, one recipient string, whatever the case or tag.
+        envelope.rcpt_tos.append(encode_archive_address(str(token), self._archive_domain))
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -73,16 +89,16 @@ class ArchiveHandler:
         meta: dict[str, Any] = {
             "peer": _peer(session.peer),
             "helo": session.host_name or "",
-            "mail_from": envelope.mail_from or "",
+            # aiosmtpd keeps a null reverse-path as "<>"; "" means "a bounce" downstream.
+            "mail_from": "" if envelope.mail_from in (None, "<>") else envelope.mail_from,
         }
         inputs = [
             NewInput(
                 channel="email",
                 raw=raw,
-                recipient=recipient.lower(),
+                recipient=recipient,
                 # One item per card; the same bytes to the same card again are the same item.
-                dedupe_key="email:"
-                + hashlib.sha256(recipient.lower().encode() + b"\0" + raw).hexdigest(),
+                dedupe_key="email:" + hashlib.sha256(recipient.encode() + b"\0" + raw).hexdigest(),
                 meta=meta,
             )
             for recipient in envelope.rcpt_tos
@@ -133,7 +149,9 @@ async def start_smtp_server(
     return await loop.create_server(protocol, host=host, port=port)
 
 
-def make_archive_handler(sessions: sessionmaker[OrmSession], enqueue: Enqueue) -> ArchiveHandler:
+def make_archive_handler(
+    sessions: sessionmaker[OrmSession], enqueue: Enqueue, archive_domain: str
+) -> ArchiveHandler:
     """The handler wired to the database: live-address lookup and the inbound store."""
 
     def is_live_token(token_hash: str) -> bool:
@@ -143,4 +161,4 @@ def make_archive_handler(sessions: sessionmaker[OrmSession], enqueue: Enqueue) -
     def store(inputs: list[NewInput]) -> list[int]:
         return inbound.store(sessions, inputs)
 
-    return ArchiveHandler(is_live_token, store, enqueue)
+    return ArchiveHandler(is_live_token, store, enqueue, archive_domain)
