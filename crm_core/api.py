@@ -169,12 +169,9 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
         """One column's cards, latest focus first, each with why it is on top."""
         with reading() as session:
             cards = services.kanban(session, entity_type, stage, limit)
-            return schemas.KanbanOut(
-                cards=[
-                    schemas.CardOut.of(c, unread.is_unread(session, c.id, c.responsible_id))
-                    for c in cards
-                ]
-            )
+        return schemas.KanbanOut(
+            cards=[schemas.KanbanCardOut.model_validate(c, from_attributes=True) for c in cards]
+        )
 
     # --- activities ---------------------------------------------------------------------
 

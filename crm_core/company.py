@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crm_core.errors import InvalidInput
@@ -77,6 +78,17 @@ def all_settings(session: Session) -> dict[str, Any]:
 
 def counter_mode(session: Session) -> str:
     return str(get(session, "counter_mode"))
+
+
+def counter_mode_column() -> Any:
+    """The counter mode as a scalar subquery, to read it in the same statement as a user."""
+    return (
+        select(CompanySetting.value).where(CompanySetting.key == "counter_mode").scalar_subquery()
+    )
+
+
+def counter_mode_of(stored: Any) -> str:
+    return ACTIVITY_RESPONSIBLE if stored is None else str(stored)
 
 
 def statuses(session: Session) -> dict[str, Status]:

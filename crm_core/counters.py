@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, literal_column, select, update
+from sqlalchemy import bindparam, func, literal_column, select, union_all, update
 from sqlalchemy.orm import Session, aliased
 
-from crm_core.company import ACTIVITY_RESPONSIBLE
+from crm_core.company import ACTIVITY_RESPONSIBLE, counter_mode_column, counter_mode_of
 from crm_core.models import Activity, Card, User, UserCounter
 
 
@@ -73,70 +74,102 @@ def _add(session: Session, user_id: int, column: object, delta: int) -> None:
 
 def subordinates(session: Session, user_id: int) -> list[int]:
     """Everyone below the user in the manager hierarchy (direct and indirect)."""
+    below = _below(bindparam("user_id"))
+    return list(session.scalars(select(below.c.id), {"user_id": user_id}))
+
+
+def _below(user_id: Any) -> Any:
     below = select(User.id).where(User.manager_id == user_id).cte("below", recursive=True)
     deeper = aliased(User)
-    below = below.union(select(deeper.id).where(deeper.manager_id == below.c.id))
-    return list(session.scalars(select(below.c.id)))
+    return below.union(select(deeper.id).where(deeper.manager_id == below.c.id))
 
 
-def read_counters(session: Session, user: User, mode: str, now: datetime) -> Counters:
+# Statements are built once and executed with parameters: building them is most of the cost
+# of a read at this size, and a fixed text lets the driver prepare it server-side.
+_PEOPLE = union_all(
+    select(User.id, User.planned_lead_minutes, User.timezone, counter_mode_column()).where(
+        User.id == bindparam("user_id")
+    ),
+    select(User.id, User.planned_lead_minutes, User.timezone, literal_column("NULL")).where(
+        User.id.in_(select(_below(bindparam("user_id")).c.id))
+    ),
+)
+
+
+@cache
+def _counts_statement(mode: str, lead_groups: int) -> Any:
     owner = _owner_column(mode)
-    incoming = (
-        session.scalar(select(_incoming_column(mode)).where(UserCounter.user_id == user.id)) or 0
-    )
-    open_with_deadline = (
-        select(func.count())
-        .select_from(Activity)
-        .where(Activity.is_open, owner == user.id, Activity.deadline.is_not(None))
-    )
-    soon = now + timedelta(minutes=user.planned_lead_minutes)
-    planned = session.scalar(open_with_deadline.where(Activity.deadline <= soon)) or 0
-    midnight = _local_midnight(now, user.timezone)
-    overdue_today = (
-        session.scalar(
-            open_with_deadline.where(Activity.deadline >= midnight, Activity.deadline <= now)
-        )
-        or 0
-    )
-    return Counters(
-        incoming=incoming,
-        planned=planned,
-        today=incoming + overdue_today,
-        employees=_team(session, subordinates(session, user.id), mode, now),
-    )
+    incoming = _incoming_column(mode)
 
-
-def _team(session: Session, team: list[int], mode: str, now: datetime) -> TeamCounters:
-    if not team:
-        return TeamCounters(0, 0)
-    owner = _owner_column(mode)
-    incoming = session.scalar(
-        select(func.coalesce(func.sum(_incoming_column(mode)), literal_column("0"))).where(
-            UserCounter.user_id.in_(team)
+    def open_with_deadline(owners: Any, *conditions: Any) -> Any:
+        return (
+            select(func.count())
+            .select_from(Activity)
+            .where(Activity.is_open, owners, Activity.deadline.is_not(None), *conditions)
+            .scalar_subquery()
         )
-    )
-    # Each employee's Planned uses their own N: one range count per distinct N.
-    by_lead: dict[int, list[int]] = defaultdict(list)
-    for user_id, lead in session.execute(
-        select(User.id, User.planned_lead_minutes).where(User.id.in_(team))
-    ):
-        by_lead[lead].append(user_id)
-    planned = 0
-    for lead, members in by_lead.items():
-        planned += (
-            session.scalar(
-                select(func.count())
-                .select_from(Activity)
-                .where(
-                    Activity.is_open,
-                    owner.in_(members),
-                    Activity.deadline.is_not(None),
-                    Activity.deadline <= now + timedelta(minutes=lead),
+
+    me = owner == bindparam("user_id")
+    columns = [
+        select(incoming).where(UserCounter.user_id == bindparam("user_id")).scalar_subquery(),
+        open_with_deadline(me, Activity.deadline <= bindparam("soon")),
+        open_with_deadline(
+            me, Activity.deadline >= bindparam("midnight"), Activity.deadline <= bindparam("now")
+        ),
+    ]
+    if lead_groups:
+        columns.append(
+            select(func.coalesce(func.sum(incoming), literal_column("0")))
+            .where(UserCounter.user_id.in_(bindparam("team", expanding=True)))
+            .scalar_subquery()
+        )
+        for n in range(lead_groups):
+            columns.append(
+                open_with_deadline(
+                    owner.in_(bindparam(f"group{n}", expanding=True)),
+                    Activity.deadline <= bindparam(f"soon{n}"),
                 )
             )
-            or 0
-        )
-    return TeamCounters(incoming=int(incoming or 0), planned=planned)
+    return select(*columns)
+
+
+def read_counters(
+    session: Session, user_id: int, now: datetime, mode: str | None = None
+) -> Counters | None:
+    """The user's counters (None if no such user), in `mode` or else the company's mode.
+
+    Two statements whatever the data size: the user, their team (with each member's N) and
+    the mode; then every count as an index-range subquery of one SELECT.
+    """
+    # Core execution on the session's connection: the ORM layer adds nothing for plain rows.
+    connection = session.connection()
+    people = connection.execute(_PEOPLE, {"user_id": user_id}).all()
+    me = next((p for p in people if p.id == user_id), None)
+    if me is None:
+        return None
+    mode = mode or counter_mode_of(me[3])
+    by_lead: dict[int, list[int]] = defaultdict(list)
+    for person in people:
+        if person.id != user_id:
+            by_lead[person.planned_lead_minutes].append(person.id)
+    params: dict[str, Any] = {
+        "user_id": user_id,
+        "soon": now + timedelta(minutes=me.planned_lead_minutes),
+        "midnight": _local_midnight(now, me.timezone),
+        "now": now,
+        "team": [member for group in by_lead.values() for member in group],
+    }
+    for n, (lead, members) in enumerate(by_lead.items()):
+        params[f"group{n}"] = members
+        params[f"soon{n}"] = now + timedelta(minutes=lead)
+    row = connection.execute(_counts_statement(mode, len(by_lead)), params).one()
+    incoming, planned, overdue_today = (int(v or 0) for v in row[:3])
+    team = TeamCounters(0, 0)
+    if by_lead:
+        team = TeamCounters(incoming=int(row[3] or 0), planned=sum(int(v) for v in row[4:]))
+    return Counters(
+        incoming=incoming, planned=planned, today=incoming + overdue_today, employees=team
+    )
 
 
 def _incoming_column(mode: str) -> Any:

@@ -83,9 +83,13 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 @contextmanager
 def read_only(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session for reads: on SQLite it does not take the write lock."""
+    """A session for reads: on SQLite it does not take the write lock; on PostgreSQL it runs
+    in autocommit (no BEGIN/ROLLBACK round trips; each statement sees committed data)."""
     with factory() as session:
-        session.connection(execution_options={_SQLITE_BEGIN: "DEFERRED"})
+        if session.get_bind().dialect.name == "postgresql":
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        else:
+            session.connection(execution_options={_SQLITE_BEGIN: "DEFERRED"})
         yield session
 
 

@@ -8,12 +8,13 @@ after a restart too. Kanban, list and activity views all order by the focus mome
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Select, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from crm_core.models import Activity, Card, User
+from crm_core.models import Activity, Card, CardUnread, User
 
 INCOMING_EMAIL = "incoming e-mail"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -25,12 +26,40 @@ def focus_card(card: Card, reason: str, at: datetime) -> None:
     card.focus_reason = reason[:200]
 
 
-def kanban_query(entity_type: str, stage: str | None, limit: int) -> Select[Card]:
-    """Cards of one column (or all columns of a type), latest focus first."""
-    query = select(Card).where(Card.entity_type == entity_type)
+@dataclass(frozen=True)
+class KanbanCard:
+    id: int
+    title: str
+    entity_type: str
+    stage: str
+    responsible_id: int
+    focus_at: datetime | None
+    focus_reason: str | None
+    unread: bool
+
+
+def kanban(session: Session, entity_type: str, stage: str | None, limit: int) -> list[KanbanCard]:
+    """Cards of one column (or all columns of a type), latest focus first, with the unread
+    mark of each card's responsible: one statement, read backwards along ix_cards_kanban_rank."""
+    unread = (
+        select(CardUnread.card_id)
+        .where(CardUnread.card_id == Card.id, CardUnread.user_id == Card.responsible_id)
+        .exists()
+    )
+    query = select(
+        Card.id,
+        Card.title,
+        Card.entity_type,
+        Card.stage,
+        Card.responsible_id,
+        Card.focus_at,
+        Card.focus_reason,
+        unread.label("unread"),
+    ).where(Card.entity_type == entity_type)
     if stage is not None:
         query = query.where(Card.stage == stage)
-    return query.order_by(Card.focus_rank.desc(), Card.id.desc()).limit(limit)
+    rows = session.execute(query.order_by(Card.focus_rank.desc(), Card.id.desc()).limit(limit))
+    return [KanbanCard(*row) for row in rows]
 
 
 def schedule(activity: Activity, lead_minutes: int, now: datetime) -> None:

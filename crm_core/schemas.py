@@ -146,8 +146,19 @@ class CountersOut(BaseModel):
     employees: TeamCountersOut
 
 
+class KanbanCardOut(BaseModel):
+    id: int
+    title: str
+    entity_type: str
+    stage: str
+    responsible_id: int
+    unread: bool
+    focus_at: datetime | None
+    focus_reason: str | None
+
+
 class KanbanOut(BaseModel):
-    cards: list[CardOut]
+    cards: list[KanbanCardOut]
 
 
 class InboundOut(BaseModel):

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from crm_core import activities, company, counters, focus
+from crm_core import activities, counters, focus
 from crm_core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from crm_core.models import (
     Activity,
@@ -285,16 +285,20 @@ def card_history(session: Session, card_id: int, limit: int = 200) -> list[Histo
     )
 
 
-def kanban(session: Session, entity_type: str, stage: str | None, limit: int = 50) -> list[Card]:
+def kanban(
+    session: Session, entity_type: str, stage: str | None, limit: int = 50
+) -> list[focus.KanbanCard]:
     if entity_type not in {e.value for e in EntityType}:
         raise InvalidInput(f"unknown entity type {entity_type!r}")
-    return list(session.scalars(focus.kanban_query(entity_type, stage, limit)))
+    return focus.kanban(session, entity_type, stage, limit)
 
 
 def user_counters(session: Session, user_id: int, now: datetime) -> counters.Counters:
     """The user's counters in the company's current counter mode."""
-    user = get_user(session, user_id)
-    return counters.read_counters(session, user, company.counter_mode(session), now)
+    found = counters.read_counters(session, user_id, now)
+    if found is None:
+        raise NotFound(f"user {user_id} does not exist")
+    return found
 
 
 def edit_user(

@@ -83,7 +83,7 @@ def test_counters_equal_a_recount_after_every_step(
         with unit_of_work(runtime.sessions) as session:
             for user in session.scalars(select(User)):
                 for mode in COUNTER_MODES:
-                    fast = counters.read_counters(session, user, mode, now)
+                    fast = counters.read_counters(session, user.id, now, mode)
                     slow = counters.recount(session, user, mode, now)
                     assert fast == slow, (step, mode, user.id)
 

@@ -249,7 +249,7 @@ def test_maintained_counter_equals_a_recount(
         for user in session.scalars(select(User)):
             now = utcnow()
             for mode in COUNTER_MODES:
-                fast = counters.read_counters(session, user, mode, now)
+                fast = counters.read_counters(session, user.id, now, mode)
                 assert fast == counters.recount(session, user, mode, now)
     assert read_counters(api, anna["id"])["incoming"] == 4
     assert read_counters(api, boris["id"])["incoming"] == 2
