@@ -5,7 +5,9 @@ Seeds 000 (counters and their modes), 001 (focus, unread), 003 and 004 (activiti
 
 from __future__ import annotations
 
+import signal
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +16,8 @@ import pytest
 from ingest import sweeper
 from ingest.runtime import Runtime
 from tests.conftest import FakeClock
-from tests.helpers import counters, create_card, create_user, history
+from tests.helpers import counters, create_card, create_user, history, wait_for
+from tests.test_worker_kill import crm_ingest
 
 START = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -351,3 +354,30 @@ def test_filters(api: httpx.Client, clock: FakeClock) -> None:
     api.post(f"/api/activities/{late['id']}/close", json={})
     assert ids(is_open="false") == [late["id"]]
     assert ids(status="done") == [late["id"]]
+
+
+def test_the_deadline_focus_fires_in_a_sweeper_started_after_the_schedule(
+    api: httpx.Client, runtime: Runtime, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Real time, real process: the moment is stored first, the sweeper starts afterwards
+    (as after a restart) and still focuses the card."""
+    clock.now = datetime.now(UTC)
+    anna = create_user(api, "anna@example.com")
+    api.patch(f"/api/users/{anna['id']}", json={"planned_lead_minutes": 0})
+    card = create_card(api, anna["id"])
+    deadline = clock.now + timedelta(seconds=2)
+    activity(api, card_id=card["id"], responsible_id=anna["id"], deadline=deadline)
+    assert api.get(f"/api/cards/{card['id']}").json()["focus_reason"] is None
+    sweeper_process = crm_ingest("sweeper", runtime, tmp_path)
+    try:
+        reason = wait_for(
+            lambda: api.get(f"/api/cards/{card['id']}").json()["focus_reason"],
+            timeout=60,
+            what="the deadline focus",
+        )
+    finally:
+        sweeper_process.send_signal(signal.SIGTERM)
+        assert sweeper_process.wait(timeout=30) == 0
+    assert reason == "deadline reached: Call John back"
+    focused_at = datetime.fromisoformat(api.get(f"/api/cards/{card['id']}").json()["focus_at"])
+    assert focused_at >= deadline
