@@ -53,6 +53,11 @@ def _check_timezone(timezone: str) -> None:
         raise InvalidInput(f"unknown time zone {timezone!r}") from exc
 
 
+def timezone_of(session: Session, email: str) -> str | None:
+    """The time zone of the user with this address (dates in their forwards are theirs)."""
+    return session.scalar(select(User.timezone).where(User.email == email.strip().lower()))
+
+
 def get_user(session: Session, user_id: int) -> User:
     user = session.get(User, user_id)
     if user is None:
@@ -199,6 +204,7 @@ class EmailRecord:
     to: list[Party] = field(default_factory=list)
     cc: list[Party] = field(default_factory=list)
     forwarded: bool = False
+    note: str = ""  # the forwarder's own words above the forward
 
     def dedupe_key(self) -> str:
         """Same Message-ID and same content = the same mail (SPEC), whatever relays added.
@@ -256,6 +262,8 @@ def record_email(
             "cc": [p.as_dict() for p in mail.cc],
             "subject": mail.subject,
             "text": mail.text,
+            "note": mail.note,
+            "logged_by": {"id": logger.id, "name": logger.name, "address": logger.email},
         },
     )
     session.add(entry)

@@ -29,6 +29,15 @@ EXPECTED_REJECTIONS = {
 }
 
 
+# An Italian Outlook forward ("I: Ordine", "Da: … Inviato: … A: … Oggetto:").
+EXPECTED_FORWARDS = {
+    "mail_test_7.eml": (
+        "Ordine",
+        {"name": "export@agade.info", "address": "chiarodiluce@gmail.com"},
+        "Ciao sere mi puoi dire",
+    ),
+}
+
 # What a person reads in some of them (encoded words, GB2312, KOI8-R...), checked by eye.
 EXPECTED_HEADERS = {
     "mail_test_1.eml": ("письмо уведом-е", "служба ФНС Даниил Суворов", "suvorov.s@nalg.ru"),
@@ -65,9 +74,18 @@ def test_eml_fixture_is_processed_or_rejected_with_reason(
     if name in EXPECTED_REJECTIONS:
         assert (item["status"], item["reason"]) == ("rejected", EXPECTED_REJECTIONS[name])
         assert history(api, card["id"]) == []
+    elif name in EXPECTED_FORWARDS:
+        # A real forward from the wild: the original comes out, the archiver's words are a note.
+        assert item["status"] == "processed", item
+        [entry] = history(api, card["id"])
+        subject, sender, note_start = EXPECTED_FORWARDS[name]
+        assert (entry["forwarded"], entry["subject"], entry["from"]) == (True, subject, sender)
+        assert entry["note"].startswith(note_start)
+        assert entry["logged_by"]["address"] == parsed.sender[1].lower()
     else:
         assert item["status"] == "processed", item
         [entry] = history(api, card["id"])
+        assert entry["forwarded"] is False
         assert entry["subject"] == parsed.subject
         assert entry["from"]["address"] == parsed.sender[1]
         assert entry["text"] == parsed.text

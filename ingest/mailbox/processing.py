@@ -12,12 +12,13 @@ from datetime import datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_core import services
-from crm_core.db import unit_of_work
+from crm_core.db import read_only, unit_of_work
 from crm_core.errors import CoreError
 from crm_core.models import InboundItem, InboundStatus, utcnow
 from ingest import inbound
 from ingest.errors import RejectedInput
 from ingest.mailbox.addresses import decode_archive_address, hash_archive_token
+from ingest.mailbox.forwarding import find_original
 from ingest.mailbox.parsing import ParsedEmail, parse_email
 
 log = logging.getLogger(__name__)
@@ -30,23 +31,22 @@ def process_email(sessions: sessionmaker[Session], inbound_id: int) -> None:
     stored = inbound.load(sessions, inbound_id)
     if stored is None or stored.status != InboundStatus.RECEIVED.value:
         return
-    parsed: ParsedEmail | None = None
-    unparseable = ""
+    mail: services.EmailRecord | None = None
+    refusal = ""
     try:
-        parsed = parse_email(stored.raw)
+        mail = _email_record(sessions, parse_email(stored.raw), stored)
     except RejectedInput as exc:
-        unparseable = exc.reason
+        refusal = exc.reason
     now = utcnow()
     with unit_of_work(sessions) as session:
         item = inbound.claim(session, inbound_id)
         if item is None:
             return
         try:
-            if parsed is None:
-                raise RejectedInput(unparseable)
+            if mail is None:
+                raise RejectedInput(refusal)
             with session.begin_nested():
                 card_id = _route(session, item, now)
-                mail = _email_record(parsed, item, now)
                 services.record_email(session, card_id, mail, item.id, now)
         except RejectedInput as exc:
             _reject(item, exc.reason)
@@ -74,23 +74,48 @@ def _route(session: Session, item: InboundItem, now: datetime) -> int:
     return card_id
 
 
-def _email_record(parsed: ParsedEmail, item: InboundItem, now: datetime) -> services.EmailRecord:
+def _email_record(
+    sessions: sessionmaker[Session], parsed: ParsedEmail, item: InboundItem
+) -> services.EmailRecord:
+    """The mail to record: the original message when it is a forward, else the mail itself;
+    the header From is always who logged it."""
     _refuse_automatic(parsed, item)
     if parsed.sender is None:
         raise RejectedInput("the message has no From address")
-    name, address = parsed.sender
+    forwarder = parsed.sender[1]
+    with read_only(sessions) as session:
+        timezone = services.timezone_of(session, forwarder) or "UTC"
+    original = find_original(parsed.text, parsed.subject, timezone)
+    if original is None or original.sender is None:
+        return services.EmailRecord(
+            logged_by=forwarder,
+            sender=_party(parsed.sender),
+            occurred_at=parsed.date or item.received_at,
+            subject=parsed.subject,
+            text=parsed.text,
+            message_id=parsed.message_id,
+            date_header=parsed.header("date"),
+            to=[_party(a) for a in parsed.to],
+            cc=[_party(a) for a in parsed.cc],
+            forwarded=False,
+        )
     return services.EmailRecord(
-        logged_by=address,
-        sender=services.Party(name=name, address=address),
-        occurred_at=parsed.date or item.received_at,
-        subject=parsed.subject,
-        text=parsed.text,
+        logged_by=forwarder,
+        sender=_party(original.sender),
+        occurred_at=original.date or parsed.date or item.received_at,
+        subject=original.subject,
+        text=original.text,
+        note=original.note,
         message_id=parsed.message_id,
         date_header=parsed.header("date"),
-        to=[services.Party(name=n, address=a) for n, a in parsed.to],
-        cc=[services.Party(name=n, address=a) for n, a in parsed.cc],
-        forwarded=False,
+        to=[_party(a) for a in original.to],
+        cc=[_party(a) for a in original.cc],
+        forwarded=True,
     )
+
+
+def _party(address: tuple[str, str]) -> services.Party:
+    return services.Party(name=address[0], address=address[1])
 
 
 def _refuse_automatic(parsed: ParsedEmail, item: InboundItem) -> None:
