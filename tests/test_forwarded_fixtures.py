@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -97,3 +98,41 @@ def test_forwarded_fixture_lands_as_the_original(
     # The customer became a contact of the card
     contacts = api.get(f"/api/cards/{card['id']}").json()["contacts"]
     assert "john.doe@acme.com" in [e for c in contacts for e in c["emails"]]
+
+
+OURS = sorted((Path(__file__).parent / "fixtures" / "forwarded").glob("*.txt"))
+NOTES = {"outlook_ru.txt": "Посмотрите, пожалуйста", "apple_mail_nl.txt": "Zie hieronder."}
+
+
+@pytest.mark.parametrize("body", OURS, ids=[p.name for p in OURS])
+def test_forwards_in_more_languages(
+    api: httpx.Client, smtp_server: tuple[str, int], worker: None, body: Path
+) -> None:
+    """Hebrew, Russian, Polish, Italian, Dutch, Japanese, Turkish, written in the style of
+    each client; a date without an offset is the forwarder's local time (Europe/Paris)."""
+    response = api.post(
+        "/api/users",
+        json={"email": "anna@example.com", "name": "Anna Sales", "timezone": "Europe/Paris"},
+    )
+    card = create_card(api, response.json()["id"])
+    address = archive_address(api, card["id"])
+    mail = EmailMessage()
+    mail["From"] = "anna@example.com"
+    mail["To"] = address
+    mail["Subject"] = DEFAULT_SUBJECT
+    mail.set_content(body.read_text(encoding="utf-8"))
+    send(smtp_server, mail, address, "anna@example.com")
+    [entry] = wait_for(lambda: history(api, card["id"]), timeout=30, what="the history entry")
+    assert entry["forwarded"] is True
+    assert entry["from"] == {"name": "John Doe", "address": "john.doe@acme.com"}
+    assert entry["subject"] == "Integer consequat non purus"
+    assert entry["occurred_at"] == "2021-10-27T07:31:00Z"
+    assert [p["address"] for p in entry["to"]] == ["bessie.berry@acme.com"]
+    assert [p["address"] for p in entry["cc"]] == [
+        "walter.sheltan@acme.com",
+        "nicholas@globex.corp",
+    ]
+    assert entry["text"].startswith("Aenean quis diam urna.")
+    assert entry["note"].startswith(NOTES.get(body.name, "")) and (body.name in NOTES) == bool(
+        entry["note"]
+    )
