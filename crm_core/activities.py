@@ -15,7 +15,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from crm_core import company, counters, focus, unread
-from crm_core.errors import InvalidInput, NotFound
+from crm_core.errors import InvalidInput, NotFound, get_or_not_found
 from crm_core.models import (
     Activity,
     Card,
@@ -93,10 +93,7 @@ def create_activity(
 
 
 def get_activity(session: Session, activity_id: int) -> Activity:
-    activity = session.get(Activity, activity_id)
-    if activity is None:
-        raise NotFound(f"activity {activity_id} does not exist")
-    return activity
+    return get_or_not_found(session, Activity, activity_id, "activity")
 
 
 def edit_activity(
@@ -353,27 +350,15 @@ def list_comments(session: Session, card_id: int) -> list[Comment]:
 
 
 def _cards(session: Session, card_ids: list[int]) -> list[Card]:
-    cards = []
-    for card_id in dict.fromkeys(card_ids):
-        card = session.get(Card, card_id)
-        if card is None:
-            raise NotFound(f"card {card_id} does not exist")
-        cards.append(card)
-    return cards
+    return [get_or_not_found(session, Card, i, "card") for i in dict.fromkeys(card_ids)]
 
 
 def _user(session: Session, user_id: int) -> User:
-    user = session.get(User, user_id)
-    if user is None:
-        raise NotFound(f"user {user_id} does not exist")
-    return user
+    return get_or_not_found(session, User, user_id, "user")
 
 
 def _contact(session: Session, contact_id: int) -> Contact:
-    contact = session.get(Contact, contact_id)
-    if contact is None:
-        raise NotFound(f"contact {contact_id} does not exist")
-    return contact
+    return get_or_not_found(session, Contact, contact_id, "contact")
 
 
 def card_activities_moved(session: Session, card: Card, now: datetime) -> None:

@@ -42,12 +42,12 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
     def create_user(body: schemas.UserIn) -> schemas.UserOut:
         with writing() as session:
             user = services.create_user(session, str(body.email), body.name, body.timezone)
-            return schemas.UserOut.of(user)
+            return schemas.UserOut.model_validate(user)
 
     @router.get("/users/{user_id}")
     def get_user(user_id: int) -> schemas.UserOut:
         with reading() as session:
-            return schemas.UserOut.of(services.get_user(session, user_id))
+            return schemas.UserOut.model_validate(services.get_user(session, user_id))
 
     @router.patch("/users/{user_id}")
     def edit_user(user_id: int, body: schemas.UserPatch) -> schemas.UserOut:
@@ -61,7 +61,7 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
                 manager_id=body.manager_id,
                 clear_manager="manager_id" in body.model_fields_set and body.manager_id is None,
             )
-            return schemas.UserOut.of(user)
+            return schemas.UserOut.model_validate(user)
 
     @router.get("/users/{user_id}/counters")
     def get_counters(user_id: int) -> schemas.CountersOut:
@@ -151,14 +151,16 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
             comment = activities.add_comment(
                 session, card_id, author, body.text, clock(), activity_id=body.activity_id
             )
-            return schemas.CommentOut.of(comment)
+            return schemas.CommentOut.model_validate(comment)
 
     @router.get("/cards/{card_id}/comments")
     def list_comments(card_id: int) -> schemas.CommentListOut:
         with reading() as session:
             services.get_card(session, card_id)
             comments = activities.list_comments(session, card_id)
-            return schemas.CommentListOut(items=[schemas.CommentOut.of(c) for c in comments])
+            return schemas.CommentListOut(
+                items=[schemas.CommentOut.model_validate(c) for c in comments]
+            )
 
     @router.get("/kanban")
     def kanban(
@@ -290,7 +292,7 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
             comment = activities.add_comment(
                 session, activity.card_id, author, body.text, clock(), activity_id=activity.id
             )
-            return schemas.CommentOut.of(comment)
+            return schemas.CommentOut.model_validate(comment)
 
     @router.post("/activities/bulk")
     def bulk(body: schemas.BulkIn, acting: ActingUser = None) -> schemas.BulkOut:

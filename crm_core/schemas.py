@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, EmailStr, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
 
-from crm_core.models import Activity, Card, Comment, HistoryEntry, InboundItem, User
+from crm_core.models import Activity, Card, HistoryEntry
 
 
 class UserIn(BaseModel):
@@ -21,23 +21,14 @@ class UserIn(BaseModel):
 
 
 class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     email: str
     name: str
     timezone: str
     planned_lead_minutes: int
     manager_id: int | None
-
-    @classmethod
-    def of(cls, user: User) -> UserOut:
-        return cls(
-            id=user.id,
-            email=user.email,
-            name=user.name,
-            timezone=user.timezone,
-            planned_lead_minutes=user.planned_lead_minutes,
-            manager_id=user.manager_id,
-        )
 
 
 class UserPatch(BaseModel):
@@ -162,6 +153,8 @@ class KanbanOut(BaseModel):
 
 
 class InboundOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     channel: str
     recipient: str
@@ -172,21 +165,6 @@ class InboundOut(BaseModel):
     card_id: int | None
     received_at: datetime
     finished_at: datetime | None
-
-    @classmethod
-    def of(cls, item: InboundItem) -> InboundOut:
-        return cls(
-            id=item.id,
-            channel=item.channel,
-            recipient=item.recipient,
-            status=item.status,
-            reason=item.reason,
-            error=item.error,
-            attempts=item.attempts,
-            card_id=item.card_id,
-            received_at=item.received_at,
-            finished_at=item.finished_at,
-        )
 
 
 class InboundListOut(BaseModel):
@@ -295,23 +273,14 @@ class CommentIn(BaseModel):
 
 
 class CommentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     card_id: int
     activity_id: int | None
     author_id: int
     text: str
     created_at: datetime
-
-    @classmethod
-    def of(cls, c: Comment) -> CommentOut:
-        return cls(
-            id=c.id,
-            card_id=c.card_id,
-            activity_id=c.activity_id,
-            author_id=c.author_id,
-            text=c.text,
-            created_at=c.created_at,
-        )
 
 
 class CommentListOut(BaseModel):

@@ -15,7 +15,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from crm_core import activities, counters, focus
-from crm_core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from crm_core.errors import Conflict, Forbidden, InvalidInput, NotFound, get_or_not_found
 from crm_core.models import (
     Activity,
     ArchiveAddress,
@@ -59,10 +59,7 @@ def timezone_of(session: Session, email: str) -> str | None:
 
 
 def get_user(session: Session, user_id: int) -> User:
-    user = session.get(User, user_id)
-    if user is None:
-        raise NotFound(f"user {user_id} does not exist")
-    return user
+    return get_or_not_found(session, User, user_id, "user")
 
 
 def create_card(
@@ -98,10 +95,7 @@ def create_card(
 
 
 def get_card(session: Session, card_id: int) -> Card:
-    card = session.get(Card, card_id)
-    if card is None:
-        raise NotFound(f"card {card_id} does not exist")
-    return card
+    return get_or_not_found(session, Card, card_id, "card")
 
 
 def contact_by_email(

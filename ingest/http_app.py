@@ -116,7 +116,7 @@ def create_app(
         item = inbound.load(sessions, item_id)
         if item is None:
             raise NotFound(f"inbound item {item_id} does not exist")
-        return schemas.InboundOut.of(item)
+        return schemas.InboundOut.model_validate(item)
 
     @app.get("/api/inbound", dependencies=auth)
     def list_inbound(
@@ -124,7 +124,7 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> schemas.InboundListOut:
         items = inbound.list_items(sessions, status_filter.value if status_filter else None, limit)
-        return schemas.InboundListOut(items=[schemas.InboundOut.of(i) for i in items])
+        return schemas.InboundListOut(items=[schemas.InboundOut.model_validate(i) for i in items])
 
     return app
 
