@@ -84,5 +84,5 @@ def _guarded(
             log.warning("inbound item %s failed, will retry: %s", inbound_id, error)
             raise
 
-    run.__name__ = processor.__name__
+    run.__name__ = getattr(processor, "__name__", "process")
     return run

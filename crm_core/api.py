@@ -7,6 +7,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy.orm import Session, sessionmaker
@@ -139,6 +140,25 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
         with reading() as session:
             entries = services.card_history(session, card_id)
             return schemas.HistoryOut(items=[schemas.HistoryItemOut.of(e) for e in entries])
+
+    @router.get("/cards/{card_id}/documents")
+    def list_documents(card_id: int) -> schemas.DocumentListOut:
+        """The card's files (inline images of mails are not listed)."""
+        with reading() as session:
+            found = services.list_documents(session, card_id)
+            return schemas.DocumentListOut(
+                items=[schemas.DocumentOut.model_validate(d) for d in found]
+            )
+
+    @router.get("/documents/{document_id}/content", response_class=Response)
+    def document_content(document_id: int) -> Response:
+        with reading() as session:
+            document, content = services.document_content(session, document_id)
+        # RFC 6266/5987: the file's own name, whatever its script.
+        disposition = f"attachment; filename*=UTF-8''{quote(document.file_name)}"
+        return Response(
+            content, media_type=document.media_type, headers={"Content-Disposition": disposition}
+        )
 
     @router.post("/cards/{card_id}/comments", status_code=201)
     def add_comment(

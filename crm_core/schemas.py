@@ -287,6 +287,23 @@ class CommentListOut(BaseModel):
     items: list[CommentOut]
 
 
+class DocumentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    card_id: int
+    history_entry_id: int | None
+    file_name: str
+    media_type: str
+    size: int
+    sha256: str
+    created_at: datetime
+
+
+class DocumentListOut(BaseModel):
+    items: list[DocumentOut]
+
+
 class StatusSetting(BaseModel):
     name: str = Field(min_length=1, max_length=32)
     closed: bool

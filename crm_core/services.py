@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import or_, select, update
@@ -19,11 +20,13 @@ from crm_core.errors import Conflict, Forbidden, InvalidInput, NotFound, get_or_
 from crm_core.models import (
     Activity,
     ArchiveAddress,
+    Blob,
     Card,
     CardContact,
     Contact,
     ContactEmail,
     ContactPhone,
+    Document,
     EntityType,
     HistoryEntry,
     User,
@@ -44,6 +47,77 @@ def create_user(session: Session, email: str, name: str, timezone: str = "UTC") 
     session.flush()
     session.add(UserCounter(user_id=user.id, incoming=0, incoming_items=0))
     return user
+
+
+def _store_files(
+    session: Session, card_id: int, entry_id: int, mail: EmailRecord, now: datetime
+) -> list[dict[str, Any]]:
+    """The mail's files as documents of the card; each content stored once per SHA-256."""
+    listed = []
+    for file in mail.attachments:
+        digest = hashlib.sha256(file.content).hexdigest()
+        if session.get(Blob, digest) is None:
+            session.add(Blob(sha256=digest, size=len(file.content), content=file.content))
+            session.flush()
+        document = Document(
+            card_id=card_id,
+            history_entry_id=entry_id,
+            file_name=file.file_name[:255],
+            media_type=file.media_type[:255],
+            size=len(file.content),
+            sha256=digest,
+            inline=file.inline,
+            created_at=now,
+        )
+        session.add(document)
+        session.flush()
+        listed.append(
+            {
+                "document_id": document.id,
+                "file_name": document.file_name,
+                "media_type": document.media_type,
+                "size": document.size,
+                "sha256": digest,
+                "inline": file.inline,
+            }
+        )
+    return listed
+
+
+def record_bounce(
+    session: Session, card_id: int, subject: str, text: str, inbound_id: int, now: datetime
+) -> None:
+    """A delivery status notification: in the card's history as a bounce, never counted as a
+    customer message (no activity, no unread, no focus)."""
+    get_card(session, card_id)
+    session.add(
+        HistoryEntry(
+            card_id=card_id,
+            type="bounce",
+            occurred_at=now,
+            logged_at=now,
+            inbound_id=inbound_id,
+            dedupe_key=f"bounce:{inbound_id}",
+            data={"subject": subject, "text": text},
+        )
+    )
+
+
+def list_documents(session: Session, card_id: int) -> list[Document]:
+    get_card(session, card_id)
+    return list(
+        session.scalars(
+            select(Document)
+            .where(Document.card_id == card_id, Document.inline.is_(False))
+            .order_by(Document.id.desc())
+        )
+    )
+
+
+def document_content(session: Session, document_id: int) -> tuple[Document, bytes]:
+    document = get_or_not_found(session, Document, document_id, "document")
+    blob = get_or_not_found(session, Blob, document.sha256, "content of document")
+    return document, blob.content
 
 
 def _check_timezone(timezone: str) -> None:
@@ -185,6 +259,14 @@ class Party:
 
 
 @dataclass(frozen=True)
+class FileIn:
+    file_name: str
+    media_type: str
+    content: bytes
+    inline: bool = False
+
+
+@dataclass(frozen=True)
 class EmailRecord:
     """A mail to put on a card: the original message, and who logged it."""
 
@@ -199,6 +281,9 @@ class EmailRecord:
     cc: list[Party] = field(default_factory=list)
     forwarded: bool = False
     note: str = ""  # the forwarder's own words above the forward
+    html: str = ""  # sanitised
+    attachments: list[FileIn] = field(default_factory=list)
+    skipped_attachments: list[dict[str, Any]] = field(default_factory=list)
 
     def dedupe_key(self) -> str:
         """Same Message-ID and same content = the same mail (SPEC), whatever relays added.
@@ -240,6 +325,21 @@ def record_email(
     if existing is not None:
         return Recorded(history_id=existing, created=False)
 
+    # The same Message-ID with other content is kept, and flagged (SPEC: never dropped).
+    # Keys start "email:<hash of Message-ID>:", so this is a range of the unique index.
+    prefix = key[: key.rindex(":") + 1]
+    reused_message_id = bool(mail.message_id) and (
+        session.scalar(
+            select(HistoryEntry.id)
+            .where(
+                HistoryEntry.card_id == card.id,
+                HistoryEntry.dedupe_key >= prefix,
+                HistoryEntry.dedupe_key < prefix[:-1] + ";",  # ";" sorts right after ":"
+            )
+            .limit(1)
+        )
+        is not None
+    )
     entry = HistoryEntry(
         card_id=card.id,
         type="email",
@@ -257,11 +357,15 @@ def record_email(
             "subject": mail.subject,
             "text": mail.text,
             "note": mail.note,
+            "html": mail.html,
             "logged_by": {"id": logger.id, "name": logger.name, "address": logger.email},
+            "message_id_reused": reused_message_id,
+            "skipped_attachments": mail.skipped_attachments,
         },
     )
     session.add(entry)
     session.flush()
+    entry.data = {**entry.data, "attachments": _store_files(session, card.id, entry.id, mail, now)}
     if mail.sender.address.lower() != logger.email:
         contact = contact_by_email(session, mail.sender.address, create=True, name=mail.sender.name)
         assert contact is not None

@@ -5,6 +5,7 @@ Every command of the CLI (and the tests) builds a Runtime; nothing is bound at i
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crm_core.db import make_engine, make_session_factory
 from ingest.embedded import EmbeddedRedis
+from ingest.mailbox.processing import AttachmentLimits, process_email
 from ingest.settings import Settings
 from worker import Pipeline, build_broker, declare_actors
 
@@ -41,5 +43,11 @@ def build_runtime(settings: Settings) -> Runtime:
         embedded = EmbeddedRedis(settings.embedded_redis_path)
         broker_url = embedded.url
     broker = build_broker(broker_url, namespace=settings.broker_namespace)
-    pipeline = declare_actors(broker, sessions, settings.max_attempts)
+    limits = AttachmentLimits(settings.max_attachment_bytes, settings.max_attachments_bytes)
+    pipeline = declare_actors(
+        broker,
+        sessions,
+        settings.max_attempts,
+        processors={"email": functools.partial(process_email, limits=limits)},
+    )
     return Runtime(settings, engine, sessions, pipeline, embedded)

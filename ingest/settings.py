@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     # Seconds a database write may wait for a lock before the front door answers 451/503.
     db_lock_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
 
+    # Caps on a mail's files: larger ones are listed on the history entry as skipped, with why.
+    max_attachment_bytes: Annotated[int, Field(ge=1)] = 20 * 1024 * 1024
+    max_attachments_bytes: Annotated[int, Field(ge=1)] = 40 * 1024 * 1024
+
     worker_threads: Annotated[int, Field(ge=1, le=64)] = 4
     # Processing attempts before an input is parked as `failed`.
     max_attempts: Annotated[int, Field(ge=1, le=50)] = 5

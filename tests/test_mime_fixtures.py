@@ -21,9 +21,11 @@ from tests.helpers import archive_address, create_card, create_user, history, se
 MIME = FIXTURES / "mime"
 EML = sorted(p.name for p in MIME.glob("*.eml"))
 
+# A delivery status notification: history as a bounce, never a customer message.
+EXPECTED_BOUNCES = {"mail_malformed_2.eml"}
+
 # Messages that are not customer mail, and why (the rest must be processed).
 EXPECTED_REJECTIONS = {
-    "mail_malformed_2.eml": "delivery status notification",
     "mail_test_5.eml": "bulk message (Precedence: bulk)",
     "mail_test_16.eml": "bulk message (Precedence: junk)",
 }
@@ -74,6 +76,13 @@ def test_eml_fixture_is_processed_or_rejected_with_reason(
     if name in EXPECTED_REJECTIONS:
         assert (item["status"], item["reason"]) == ("rejected", EXPECTED_REJECTIONS[name])
         assert history(api, card["id"]) == []
+    elif name in EXPECTED_BOUNCES:
+        assert item["status"] == "processed", item
+        [entry] = history(api, card["id"])
+        assert (entry["type"], entry["subject"]) == ("bounce", parsed.subject)
+        shown = api.get(f"/api/cards/{card['id']}").json()
+        assert (shown["unread"], shown["focus_reason"]) == (False, None)
+        assert api.get(f"/api/users/{user['id']}/counters").json()["incoming"] == 0
     elif name in EXPECTED_FORWARDS:
         # A real forward from the wild: the original comes out, the archiver's words are a note.
         assert item["status"] == "processed", item

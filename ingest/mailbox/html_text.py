@@ -43,3 +43,115 @@ def html_to_text(markup: str) -> str:
         if line or (text and text[-1]):
             text.append(line)
     return "\n".join(text).strip()
+
+
+_DROP = (
+    "script",
+    "style",
+    "head",
+    "title",
+    "iframe",
+    "object",
+    "embed",
+    "form",
+    "input",
+    "button",
+    "select",
+    "textarea",
+    "link",
+    "meta",
+    "base",
+    "svg",
+    "math",
+    "frame",
+    "frameset",
+    "applet",
+    "noscript",
+    "template",
+)
+_KEEP_TAGS = frozenset(
+    {
+        "a",
+        "abbr",
+        "b",
+        "blockquote",
+        "br",
+        "caption",
+        "cite",
+        "code",
+        "col",
+        "colgroup",
+        "dd",
+        "div",
+        "dl",
+        "dt",
+        "em",
+        "font",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "hr",
+        "i",
+        "img",
+        "li",
+        "ol",
+        "p",
+        "pre",
+        "q",
+        "s",
+        "small",
+        "span",
+        "strike",
+        "strong",
+        "sub",
+        "sup",
+        "table",
+        "tbody",
+        "td",
+        "tfoot",
+        "th",
+        "thead",
+        "tr",
+        "u",
+        "ul",
+        "body",
+        "html",
+    }
+)
+_KEEP_ATTRIBUTES = frozenset({"href", "src", "alt", "title", "colspan", "rowspan", "align"})
+_SAFE_URL = ("http://", "https://", "mailto:", "cid:", "#")
+
+
+def sanitize_html(markup: str) -> str:
+    """The HTML body with only harmless markup: no scripts, styles, frames, forms, event
+    handlers or javascript: links; images only by cid: or http(s). Linear like the text."""
+    markup = markup[:MAX_HTML_CHARS].replace("\x00", "")
+    if not markup.strip():
+        return ""
+    try:
+        root = lxml_html.document_fromstring(markup.encode("utf-8"))
+    except (etree.ParserError, ValueError):
+        return ""
+    for bad in root.xpath("|".join(f"//{tag}" for tag in _DROP) + "|//comment()"):
+        if bad.getparent() is not None:
+            bad.drop_tree()
+    for element in list(root.iter()):
+        if not isinstance(element.tag, str):
+            continue
+        for name in list(element.attrib):
+            value = element.attrib[name].strip().lower()
+            if name not in _KEEP_ATTRIBUTES or (
+                name in ("href", "src") and not value.startswith(_SAFE_URL)
+            ):
+                del element.attrib[name]
+        if element.tag not in _KEEP_TAGS and element.getparent() is not None:
+            element.drop_tag()
+    body = root.find("body")
+    target = body if body is not None else root
+    inner = (target.text or "") + "".join(
+        lxml_html.tostring(child, encoding="unicode") for child in target
+    )
+    return inner.strip()

@@ -6,8 +6,10 @@ Everything downstream (forward detection, processing) reads ParsedEmail, never t
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.message import Message
 from email.utils import parseaddr
 
 import mailparser
@@ -18,6 +20,15 @@ from ingest.mailbox.html_text import html_to_text
 log = logging.getLogger(__name__)
 
 Address = tuple[str, str]  # (display name, address)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    file_name: str
+    media_type: str
+    content: bytes
+    # An image the HTML shows (cid:), kept with the message but not a document of the card.
+    inline: bool = False
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,9 @@ class ParsedEmail:
     html: str
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = ""
+    attachments: list[Attachment] = field(default_factory=list)
+    # Messages attached whole (message/rfc822): a forward "as attachment".
+    attached_messages: list[bytes] = field(default_factory=list)
 
     def header(self, name: str) -> str:
         return self.headers.get(name.lower(), "")
@@ -46,8 +60,16 @@ def parse_email(raw: bytes) -> ParsedEmail:
         parsed = mailparser.parse_from_bytes(_utf8_header_block(raw))
         message = parsed.message
         headers = {str(k).lower(): _clean(str(v)) for k, v in message.items()}
-        text_plain = "\n".join(parsed.text_plain).replace("\r\n", "\n")
-        text_html = "\n".join(parsed.text_html)
+        parts = _Parts()
+        parts.collect(message)
+        if parts.attached_messages:
+            # mail-parser flattens attached messages into the text; keep only our own parts.
+            text_plain, text_html = "\n".join(parts.texts), "\n".join(parts.htmls)
+        else:
+            text_plain = "\n".join(parsed.text_plain)
+            text_html = "\n".join(parsed.text_html)
+        text_plain = text_plain.replace("\r\n", "\n")
+        referenced = set(re.findall(r"cid:([^\"'>\s)]+)", text_html, re.IGNORECASE))
         return ParsedEmail(
             message_id=_clean(parsed.message_id or "").strip(),
             sender=_first(parsed.from_),
@@ -59,10 +81,76 @@ def parse_email(raw: bytes) -> ParsedEmail:
             html=_clean(text_html),
             headers=headers,
             content_type=message.get_content_type(),
+            attachments=[
+                Attachment(a.file_name, a.media_type, a.content, inline=a.content_id in referenced)
+                for a in parts.attachments
+            ],
+            attached_messages=parts.attached_messages,
         )
     except Exception as exc:  # the library raises many kinds on hostile input
         log.info("unparseable message: %r", exc)
         raise RejectedInput(f"cannot parse the message ({type(exc).__name__})") from exc
+
+
+@dataclass
+class _Found:
+    file_name: str
+    media_type: str
+    content: bytes
+    content_id: str
+
+
+class _Parts:
+    """Walks the MIME tree: body texts, attachments, and attached messages (not entered:
+    what is inside a forwarded message belongs to that message)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.htmls: list[str] = []
+        self.attachments: list[_Found] = []
+        self.attached_messages: list[bytes] = []
+
+    def collect(self, part: Message) -> None:
+        if part.get_content_type() == "message/rfc822":
+            inner = part.get_payload()
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+                self.attached_messages.append(inner[0].as_bytes())
+            return
+        if part.is_multipart():
+            for sub in part.get_payload():
+                if isinstance(sub, Message):
+                    self.collect(sub)
+            return
+        media_type = part.get_content_type()
+        file_name = _clean(part.get_filename() or "")
+        disposition = part.get_content_disposition()
+        if (
+            media_type in ("text/plain", "text/html")
+            and not file_name
+            and disposition != "attachment"
+        ):
+            text = _decoded_text(part)
+            (self.texts if media_type == "text/plain" else self.htmls).append(text)
+            return
+        content = _payload_bytes(part)
+        content_id = (part.get("Content-ID") or "").strip().strip("<>")
+        self.attachments.append(
+            _Found(file_name or content_id or "attachment", media_type, content, content_id)
+        )
+
+
+def _payload_bytes(part: Message) -> bytes:
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
+
+
+def _decoded_text(part: Message) -> str:
+    payload = _payload_bytes(part)
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, errors="replace")
+    except LookupError:
+        return payload.decode("cp1252", errors="replace")
 
 
 def _utf8_header_block(raw: bytes) -> bytes:

@@ -7,7 +7,9 @@ and finishes the item, so a crash anywhere leaves the item waiting, never half-d
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -18,23 +20,42 @@ from crm_core.models import InboundItem, InboundStatus, utcnow
 from ingest import inbound
 from ingest.errors import RejectedInput
 from ingest.mailbox.addresses import decode_archive_address, hash_archive_token
-from ingest.mailbox.forwarding import find_original
-from ingest.mailbox.parsing import ParsedEmail, parse_email
+from ingest.mailbox.forwarding import Original, find_original
+from ingest.mailbox.html_text import sanitize_html
+from ingest.mailbox.parsing import Attachment, ParsedEmail, parse_email
 
 log = logging.getLogger(__name__)
 
 MAX_RECEIVED_HEADERS = 30  # more hops than this is a mail loop (RFC 5321 section 6.3)
 
 
-def process_email(sessions: sessionmaker[Session], inbound_id: int) -> None:
+@dataclass(frozen=True)
+class AttachmentLimits:
+    per_file: int = 20 * 1024 * 1024
+    per_message: int = 40 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Bounce:
+    """A delivery status notification: history only, never a customer message."""
+
+    subject: str
+    text: str
+
+
+def process_email(
+    sessions: sessionmaker[Session], inbound_id: int, limits: AttachmentLimits | None = None
+) -> None:
     # Parse before the transaction: a big or hostile message must not hold database locks.
     stored = inbound.load(sessions, inbound_id)
     if stored is None or stored.status != InboundStatus.RECEIVED.value:
         return
-    mail: services.EmailRecord | None = None
+    mail: services.EmailRecord | Bounce | None = None
     refusal = ""
     try:
-        mail = _email_record(sessions, parse_email(stored.raw), stored)
+        mail = _email_record(
+            sessions, parse_email(stored.raw), stored, limits or AttachmentLimits()
+        )
     except RejectedInput as exc:
         refusal = exc.reason
     now = utcnow()
@@ -47,7 +68,10 @@ def process_email(sessions: sessionmaker[Session], inbound_id: int) -> None:
                 raise RejectedInput(refusal)
             with session.begin_nested():
                 card_id = _route(session, item, now)
-                services.record_email(session, card_id, mail, item.id, now)
+                if isinstance(mail, Bounce):
+                    services.record_bounce(session, card_id, mail.subject, mail.text, item.id, now)
+                else:
+                    services.record_email(session, card_id, mail, item.id, now)
         except RejectedInput as exc:
             _reject(item, exc.reason)
             return
@@ -75,33 +99,55 @@ def _route(session: Session, item: InboundItem, now: datetime) -> int:
 
 
 def _email_record(
-    sessions: sessionmaker[Session], parsed: ParsedEmail, item: InboundItem
-) -> services.EmailRecord:
-    """The mail to record: the original message when it is a forward, else the mail itself;
-    the header From is always who logged it."""
+    sessions: sessionmaker[Session],
+    parsed: ParsedEmail,
+    item: InboundItem,
+    limits: AttachmentLimits,
+) -> services.EmailRecord | Bounce:
+    """The mail to record: the original message when it is a forward (inline, or attached
+    as message/rfc822), else the mail itself; the header From is always who logged it."""
+    if parsed.content_type == "multipart/report":  # RFC 3464 delivery status notification
+        return Bounce(subject=parsed.subject, text=parsed.text)
     _refuse_automatic(parsed, item)
     if parsed.sender is None:
         raise RejectedInput("the message has no From address")
-    forwarder = parsed.sender[1]
+    sender = parsed.sender
+    forwarder = sender[1]
     with read_only(sessions) as session:
         timezone = services.timezone_of(session, forwarder) or "UTC"
     original = find_original(parsed.text, parsed.subject, timezone)
+    files = list(parsed.attachments)
+    if original is None and parsed.attached_messages:
+        attached = parse_email(parsed.attached_messages[0])
+        if attached.sender is not None:
+            original = Original(
+                sender=attached.sender,
+                subject=attached.subject,
+                text=attached.text,
+                note=parsed.text.strip(),
+                date=attached.date,
+                to=attached.to,
+                cc=attached.cc,
+            )
+            files += attached.attachments  # the original's files come with it
+            parsed = replace(parsed, html=attached.html or parsed.html)
+    kept, skipped = _within_limits(files, limits)
     if original is None or original.sender is None:
-        return services.EmailRecord(
-            logged_by=forwarder,
-            sender=_party(parsed.sender),
-            occurred_at=parsed.date or item.received_at,
+        original = Original(
+            sender=sender,
             subject=parsed.subject,
             text=parsed.text,
-            message_id=parsed.message_id,
-            date_header=parsed.header("date"),
-            to=[_party(a) for a in parsed.to],
-            cc=[_party(a) for a in parsed.cc],
-            forwarded=False,
+            note="",
+            date=parsed.date,
+            to=parsed.to,
+            cc=parsed.cc,
         )
+        forwarded = False
+    else:
+        forwarded = True
     return services.EmailRecord(
         logged_by=forwarder,
-        sender=_party(original.sender),
+        sender=_party(original.sender or sender),
         occurred_at=original.date or parsed.date or item.received_at,
         subject=original.subject,
         text=original.text,
@@ -110,8 +156,33 @@ def _email_record(
         date_header=parsed.header("date"),
         to=[_party(a) for a in original.to],
         cc=[_party(a) for a in original.cc],
-        forwarded=True,
+        forwarded=forwarded,
+        html=sanitize_html(parsed.html),
+        attachments=kept,
+        skipped_attachments=skipped,
     )
+
+
+def _within_limits(
+    files: list[Attachment], limits: AttachmentLimits
+) -> tuple[list[services.FileIn], list[dict[str, Any]]]:
+    """Files within the per-file and per-message caps; the others listed with the reason."""
+    kept: list[services.FileIn] = []
+    skipped: list[dict[str, Any]] = []
+    total = 0
+    for file in files:
+        size = len(file.content)
+        reason = ""
+        if size > limits.per_file:
+            reason = f"larger than the {limits.per_file} bytes allowed per file"
+        elif total + size > limits.per_message:
+            reason = f"the message's files exceed {limits.per_message} bytes"
+        if reason:
+            skipped.append({"file_name": file.file_name, "size": size, "reason": reason})
+            continue
+        total += size
+        kept.append(services.FileIn(file.file_name, file.media_type, file.content, file.inline))
+    return kept, skipped
 
 
 def _party(address: tuple[str, str]) -> services.Party:
@@ -128,8 +199,6 @@ def _refuse_automatic(parsed: ParsedEmail, item: InboundItem) -> None:
         raise RejectedInput(f"bulk message (Precedence: {precedence})")
     if item.meta.get("mail_from") == "":  # MAIL FROM:<> (RFC 5321 section 4.5.5)
         raise RejectedInput("null envelope sender (a bounce or notification)")
-    if parsed.content_type == "multipart/report":
-        raise RejectedInput("delivery status notification")
     header_block = item.raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
     received = sum(1 for line in header_block.split(b"\n") if line[:9].lower() == b"received:")
     if received > MAX_RECEIVED_HEADERS:
