@@ -22,6 +22,7 @@ from ingest.mailbox.processing import process_email
 log = logging.getLogger("worker")
 
 QUEUE = "ingest"
+TIME_LIMIT_MS = 120_000
 Processor = Callable[[sessionmaker[Session], int], None]
 
 # One processing function per inbound channel; calls and chat join here.
@@ -67,6 +68,9 @@ def declare_actors(
             max_retries=max_attempts,
             min_backoff=500,
             max_backoff=30_000,
+            # A bound on one attempt (parsing hostile input included): past it the attempt
+            # is interrupted, counted as failed, and retried or parked like any error of ours.
+            time_limit=TIME_LIMIT_MS,
         )(_guarded(processor, sessions, max_attempts))
     return Pipeline(broker=broker, actors=actors)
 
