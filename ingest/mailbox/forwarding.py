@@ -9,10 +9,9 @@ import of it), in any language.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import getaddresses
+from email.utils import getaddresses, parsedate_to_datetime
 
 import dateparser
 
@@ -328,9 +327,12 @@ def find_original(text: str, subject: str, timezone: str = "UTC") -> Original | 
 # --- markers ---------------------------------------------------------------------------
 
 
+# Invisible format characters clients put before markers (BOM, zero-width, bidi marks).
+_INVISIBLE = re.compile("[\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
 def _normalise(text: str) -> str:
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf" or ch == "\n")
+    return _INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
 def _unquote(line: str) -> str:
@@ -522,6 +524,12 @@ def parse_date(text: str, timezone: str = "UTC") -> datetime | None:
     text = re.sub(r"\s+", " ", text).strip()
     if not text:
         return None
+    try:  # RFC 5322 dates (Thunderbird, MailMate…) need no guessing
+        exact = parsedate_to_datetime(text)
+        if exact.tzinfo is not None:
+            return exact.astimezone(UTC)
+    except (TypeError, ValueError, IndexError):
+        pass
     text = re.sub(r"\b(?:at|um|à|a las|às|alle|om|kl\.|klo|в|o)\b", " ", text, flags=re.I)
     text = _ZONE_WORDS.sub(lambda m: _ZONES[m.group(0).upper()], text)
     parsed = dateparser.parse(
