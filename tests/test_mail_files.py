@@ -180,6 +180,9 @@ def test_an_html_only_forward(
     assert entry["text"] == "Aenean quis diam urna."
     assert entry["note"] == "Please handle."
     assert entry["occurred_at"].startswith("2021-10-27")
+    # The stored HTML is the original's: no note, no forward header
+    assert "Aenean quis diam urna." in entry["html"]
+    assert "Please handle" not in entry["html"] and "Forwarded message" not in entry["html"]
 
 
 def test_same_message_id_with_other_content_is_kept_and_flagged(

@@ -6,6 +6,8 @@ time, where backtracking regexes and some HTML5 parsers go quadratic and stall a
 
 from __future__ import annotations
 
+from typing import Any
+
 from lxml import etree
 from lxml import html as lxml_html
 
@@ -155,3 +157,48 @@ def sanitize_html(markup: str) -> str:
         lxml_html.tostring(child, encoding="unicode") for child in target
     )
     return inner.strip()
+
+
+def html_from(markup: str, first_line: str) -> str | None:
+    """The part of a (sanitised) HTML body that starts with the text `first_line`: for an
+    inline forward, the original message's HTML without the forwarder's note and the
+    forward's header block. None when the line cannot be found (the caller keeps it all)."""
+    needle = " ".join(first_line.split())[:60]
+    if not needle or not markup.strip():
+        return None
+    try:
+        root = lxml_html.document_fromstring(markup.encode("utf-8"))
+    except (etree.ParserError, ValueError):
+        return None
+    for element in root.iter():
+        if not isinstance(element.tag, str):
+            continue
+        if needle in " ".join((element.text or "").split()):
+            _drop_everything_before(element)
+            break
+        if needle in " ".join((element.tail or "").split()):
+            for child in list(element):
+                element.remove(child)
+            element.text = None
+            _drop_everything_before(element)
+            break
+    else:
+        return None
+    body = root.find("body")
+    target = body if body is not None else root
+    inner = (target.text or "") + "".join(
+        lxml_html.tostring(child, encoding="unicode") for child in target
+    )
+    return inner.strip()
+
+
+def _drop_everything_before(anchor: Any) -> None:
+    node = anchor
+    while node.getparent() is not None:
+        parent = node.getparent()
+        for sibling in list(parent):
+            if sibling is node:
+                break
+            parent.remove(sibling)
+        parent.text = None
+        node = parent

@@ -21,7 +21,7 @@ from ingest import inbound
 from ingest.errors import RejectedInput
 from ingest.mailbox.addresses import decode_archive_address, hash_archive_token
 from ingest.mailbox.forwarding import Original, find_original
-from ingest.mailbox.html_text import sanitize_html
+from ingest.mailbox.html_text import html_from, sanitize_html
 from ingest.mailbox.parsing import Attachment, ParsedEmail, parse_email
 
 log = logging.getLogger(__name__)
@@ -157,10 +157,19 @@ def _email_record(
         to=[_party(a) for a in original.to],
         cc=[_party(a) for a in original.cc],
         forwarded=forwarded,
-        html=sanitize_html(parsed.html),
+        html=_original_html(parsed.html, original.text if forwarded else ""),
         attachments=kept,
         skipped_attachments=skipped,
     )
+
+
+def _original_html(markup: str, original_text: str) -> str:
+    """Sanitised HTML; for an inline forward, from the original's first line on."""
+    clean = sanitize_html(markup)
+    first_line = next((line for line in original_text.splitlines() if line.strip()), "")
+    if first_line:
+        return html_from(clean, first_line) or clean
+    return clean
 
 
 def _within_limits(
