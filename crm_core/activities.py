@@ -30,12 +30,21 @@ from crm_core.models import (
 def tracked(session: Session, activity: Activity, now: datetime) -> Iterator[Activity]:
     """Change an activity; its counters and focus moment follow whatever changed."""
     before = counters.counted(activity)
-    timing = (activity.is_open, activity.deadline, activity.responsible_id)
+    was_open, deadline, responsible = activity.is_open, activity.deadline, activity.responsible_id
     yield activity
     session.flush()
     counters.change(session, before, counters.counted(activity))
-    if (activity.is_open, activity.deadline, activity.responsible_id) != timing:
-        focus.schedule(activity, focus.lead_minutes(session, activity.responsible_id), now)
+    if (activity.is_open, activity.deadline, activity.responsible_id) != (
+        was_open,
+        deadline,
+        responsible,
+    ):
+        focus.schedule(
+            activity,
+            focus.lead_minutes(session, activity.responsible_id),
+            now,
+            new_deadline=activity.deadline != deadline or not was_open,
+        )
 
 
 @dataclass
@@ -66,7 +75,7 @@ def create_activity(
     _user(session, fields.responsible_id)
     if not incoming:  # incoming events keep their channel's type whatever the list says
         company.check_type(session, fields.type)
-    status = company.status(session, fields.status or "scheduled")
+    status = company.status(session, fields.status or company.first_open_status(session))
     if status.closed:
         raise InvalidInput(f"a new activity cannot start as {status.name!r}")
     activity = Activity(
@@ -92,18 +101,31 @@ def create_activity(
     return activity
 
 
-def get_activity(session: Session, activity_id: int) -> Activity:
-    return get_or_not_found(session, Activity, activity_id, "activity")
+def get_activity(session: Session, activity_id: int, *, lock: bool = False) -> Activity:
+    """The activity; `lock` (every write path) holds its row for the transaction and reloads
+    it, so two concurrent closes cannot both count it down."""
+    if not lock:
+        return get_or_not_found(session, Activity, activity_id, "activity")
+    found = session.scalar(
+        select(Activity)
+        .where(Activity.id == activity_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if found is None:
+        raise NotFound(f"activity {activity_id} does not exist")
+    return found
 
 
 def edit_activity(
     session: Session, activity: Activity, fields: ActivityFields, by: int | None, now: datetime
 ) -> Activity:
+    closing = None
     if fields.status is not None:
         target = company.status(session, fields.status)
         if target.closed and activity.is_open:
-            return close_activity(session, activity, target.name, None, by, now)
-        if not target.closed and not activity.is_open:
+            closing = target.name  # after the other fields are applied
+        elif not target.closed and not activity.is_open:
             reopen_activity(session, activity, by, now)
     with tracked(session, activity, now):
         if fields.card_ids is not None:
@@ -125,12 +147,14 @@ def edit_activity(
             activity.deadline = None
         elif fields.deadline is not None:
             activity.deadline = fields.deadline
-        if fields.status is not None:
+        if fields.status is not None and closing is None:
             activity.status = fields.status
         if fields.user_ids is not None:
             activity.users = [_user(session, uid) for uid in fields.user_ids]
         if fields.contact_ids is not None:
             activity.contacts = [_contact(session, cid) for cid in fields.contact_ids]
+    if closing is not None:
+        close_activity(session, activity, closing, None, by, now)
     return activity
 
 
@@ -167,7 +191,7 @@ def reopen_activity(
         return activity
     with tracked(session, activity, now):
         activity.is_open = True
-        activity.status = "scheduled"
+        activity.status = company.first_open_status(session)
         activity.success = None
         activity.closed_at = None
         activity.closed_by_id = None
@@ -225,7 +249,7 @@ def bulk(
     """Apply one action to many activities in one transaction; all or nothing."""
     if action not in BULK_ACTIONS:
         raise InvalidInput(f"action must be one of {', '.join(BULK_ACTIONS)}")
-    activities = [get_activity(session, i) for i in dict.fromkeys(ids)]
+    activities = [get_activity(session, i, lock=True) for i in sorted(set(ids))]
     for activity in activities:
         if action == "delete":
             delete_activity(session, activity, now)
@@ -311,7 +335,7 @@ def add_comment(
         raise InvalidInput("a comment needs text")
     activity = None
     if activity_id is not None:
-        activity = get_activity(session, activity_id)
+        activity = get_activity(session, activity_id, lock=True)
         if card.id not in {c.id for c in activity.cards}:
             raise InvalidInput(f"activity {activity_id} is not on card {card_id}")
     comment = Comment(
@@ -363,7 +387,9 @@ def _contact(session: Session, contact_id: int) -> Contact:
 
 def card_activities_moved(session: Session, card: Card, now: datetime) -> None:
     """The card's responsible changed: its activities count for the new one (item mode)."""
-    for activity in session.scalars(select(Activity).where(Activity.card_id == card.id)):
+    for activity in session.scalars(
+        select(Activity).where(Activity.card_id == card.id).with_for_update()
+    ):
         with tracked(session, activity, now):
             activity.card_responsible_id = card.responsible_id
 

@@ -261,7 +261,7 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
         with writing() as session:
             activity = activities.edit_activity(
                 session,
-                activities.get_activity(session, activity_id),
+                activities.get_activity(session, activity_id, lock=True),
                 _fields(body),
                 acting,
                 clock(),
@@ -272,7 +272,7 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
     def delete_activity(activity_id: int) -> Response:
         with writing() as session:
             activities.delete_activity(
-                session, activities.get_activity(session, activity_id), clock()
+                session, activities.get_activity(session, activity_id, lock=True), clock()
             )
         return Response(status_code=204)
 
@@ -284,7 +284,7 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
         with writing() as session:
             activity = activities.close_activity(
                 session,
-                activities.get_activity(session, activity_id),
+                activities.get_activity(session, activity_id, lock=True),
                 body.status,
                 body.success,
                 acting,
@@ -296,7 +296,7 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
     def reopen_activity(activity_id: int, acting: ActingUser = None) -> schemas.ActivityOut:
         with writing() as session:
             activity = activities.reopen_activity(
-                session, activities.get_activity(session, activity_id), acting, clock()
+                session, activities.get_activity(session, activity_id, lock=True), acting, clock()
             )
             return schemas.ActivityOut.of(activity)
 

@@ -102,6 +102,11 @@ def status(session: Session, name: str) -> Status:
     return found
 
 
+def first_open_status(session: Session) -> str:
+    """What a new or reopened activity starts as: the list's first open status."""
+    return next(s.name for s in statuses(session).values() if not s.closed)
+
+
 def check_type(session: Session, name: str) -> None:
     if name not in get(session, "activity_types"):
         raise InvalidInput(f"unknown activity type {name!r}")

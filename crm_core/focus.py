@@ -62,15 +62,23 @@ def kanban(session: Session, entity_type: str, stage: str | None, limit: int) ->
     return [KanbanCard(*row) for row in rows]
 
 
-def schedule(activity: Activity, lead_minutes: int, now: datetime) -> None:
-    """Set the activity's next focus moment: deadline - N, else the deadline, else none."""
-    activity.next_focus_at = None
-    if not activity.is_open or activity.deadline is None:
+def schedule(
+    activity: Activity, lead_minutes: int, now: datetime, *, new_deadline: bool = True
+) -> None:
+    """Set the activity's next focus moment: N minutes before the deadline, then the deadline.
+
+    Inside the N-minute window already, the "before" focus is due at once. With the same
+    deadline as before (`new_deadline=False`), a moment that already fired is not fired
+    again: only one still ahead is moved (a new N, a new responsible).
+    """
+    deadline = activity.deadline
+    if not activity.is_open or deadline is None:
+        activity.next_focus_at = None
         return
-    for moment in (activity.deadline - timedelta(minutes=lead_minutes), activity.deadline):
-        if moment > now:
-            activity.next_focus_at = moment
-            return
+    if not new_deadline and (activity.next_focus_at is None or activity.next_focus_at >= deadline):
+        return  # the "before" moment fired already (and maybe the deadline's too)
+    before = deadline - timedelta(minutes=lead_minutes)
+    activity.next_focus_at = before if before > now else min(now, deadline)
 
 
 def fire_due(session: Session, now: datetime, limit: int = 500) -> int:
@@ -103,4 +111,5 @@ def fire_due(session: Session, now: datetime, limit: int = 500) -> int:
 
 
 def lead_minutes(session: Session, user_id: int) -> int:
-    return session.scalar(select(User.planned_lead_minutes).where(User.id == user_id)) or 15
+    found = session.scalar(select(User.planned_lead_minutes).where(User.id == user_id))
+    return 15 if found is None else found  # N = 0 is a choice, not a missing value

@@ -440,7 +440,7 @@ def edit_user(
                 Activity.deadline.is_not(None),
             )
         ):
-            focus.schedule(activity, planned_lead_minutes, now)
+            focus.schedule(activity, planned_lead_minutes, now, new_deadline=False)
     return user
 
 

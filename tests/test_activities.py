@@ -118,10 +118,9 @@ def test_a_users_own_n_sets_planned_and_the_focus_moment(
     response = api.patch(f"/api/users/{anna['id']}", json={"planned_lead_minutes": 90})
     assert response.json()["planned_lead_minutes"] == 90
     assert counters(api, anna["id"])["planned"] == 1
-    # The focus moment moved with N: it is already due
-    assert api.get(f"/api/activities/{act['id']}").json()["next_focus_at"] == "2026-11-22T10:00:00Z"
-    assert tick(runtime, clock) == 0
-    api.patch(f"/api/users/{anna['id']}", json={"planned_lead_minutes": 30})
+    # The focus moment moved with N: inside the window now, so it is due at once
+    assert api.get(f"/api/activities/{act['id']}").json()["next_focus_at"] == "2026-11-22T09:00:00Z"
+    api.patch(f"/api/users/{anna['id']}", json={"planned_lead_minutes": 30})  # not fired yet
     assert api.get(f"/api/activities/{act['id']}").json()["next_focus_at"] == "2026-11-22T09:30:00Z"
 
 
@@ -381,3 +380,115 @@ def test_the_deadline_focus_fires_in_a_sweeper_started_after_the_schedule(
     assert reason == "deadline reached: Call John back"
     focused_at = datetime.fromisoformat(api.get(f"/api/cards/{card['id']}").json()["focus_at"])
     assert focused_at >= deadline
+
+
+def test_concurrent_closes_count_an_activity_down_once(
+    api: httpx.Client, runtime: Runtime, clock: FakeClock
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from crm_core import counters as counting
+    from crm_core.company import COUNTER_MODES
+    from crm_core.db import read_only
+
+    clock.now = START
+    anna = create_user(api, "anna@example.com")
+    boris = create_user(api, "boris@example.com")
+    card = create_card(api, anna["id"])
+    task = activity(api, card_id=card["id"], responsible_id=anna["id"])
+    api.post(f"/api/activities/{task['id']}/comments", json={"text": "?", "author_id": boris["id"]})
+    [incoming] = [
+        a
+        for a in api.get("/api/activities", params={"type": "comment"}).json()["items"]
+        if a["incoming"]
+    ]
+    assert counters(api, anna["id"])["incoming"] == 1
+    with ThreadPoolExecutor(4) as pool:
+        results = list(
+            pool.map(
+                lambda _: api.post(f"/api/activities/{incoming['id']}/close", json={}).status_code,
+                range(4),
+            )
+        )
+    assert results == [200] * 4
+    assert counters(api, anna["id"])["incoming"] == 0
+    assert [e["type"] for e in history(api, card["id"])] == ["task_closed"]
+    with read_only(runtime.sessions) as session:
+        for mode in COUNTER_MODES:
+            fast = counting.read_counters(session, anna["id"], START, mode)
+            user = services_user(session, anna["id"])
+            assert fast == counting.recount(session, user, mode, START)
+
+
+def services_user(session: Any, user_id: int) -> Any:
+    from crm_core import services
+
+    return services.get_user(session, user_id)
+
+
+def test_the_before_focus_fires_once_even_when_n_changes(
+    api: httpx.Client, runtime: Runtime, clock: FakeClock
+) -> None:
+    clock.now = START
+    anna = create_user(api, "anna@example.com")
+    card = create_card(api, anna["id"])
+    act = activity(
+        api, card_id=card["id"], responsible_id=anna["id"], deadline=START + timedelta(minutes=20)
+    )
+    clock.advance(minutes=5)
+    assert tick(runtime, clock) == 1  # 15 minutes before
+    clock.advance(minutes=4)
+    api.patch(f"/api/users/{anna['id']}", json={"planned_lead_minutes": 5})
+    assert api.get(f"/api/activities/{act['id']}").json()["next_focus_at"] == "2026-11-22T09:20:00Z"
+    clock.advance(minutes=6)  # 5 minutes before, under the new N: already fired, not again
+    assert tick(runtime, clock) == 0
+    clock.advance(minutes=5)
+    assert tick(runtime, clock) == 1  # the deadline itself
+    assert kanban_top(api)["focus_reason"] == "deadline reached: Call John back"
+
+
+def test_an_activity_due_inside_the_window_is_focused_at_once(
+    api: httpx.Client, runtime: Runtime, clock: FakeClock
+) -> None:
+    clock.now = START
+    anna = create_user(api, "anna@example.com")
+    card = create_card(api, anna["id"])
+    activity(
+        api, card_id=card["id"], responsible_id=anna["id"], deadline=START + timedelta(minutes=10)
+    )
+    assert tick(runtime, clock) == 1
+    assert kanban_top(api)["focus_reason"] == "deadline in 10 min: Call John back"
+
+
+def test_patch_to_a_closing_status_applies_the_other_fields_too(
+    api: httpx.Client, clock: FakeClock
+) -> None:
+    clock.now = START
+    anna = create_user(api, "anna@example.com")
+    boris = create_user(api, "boris@example.com")
+    card = create_card(api, anna["id"])
+    act = activity(api, card_id=card["id"], responsible_id=anna["id"])
+    patched = api.patch(
+        f"/api/activities/{act['id']}",
+        json={"status": "done", "responsible_id": boris["id"], "subject": "Called back"},
+    ).json()
+    assert (patched["status"], patched["is_open"]) == ("done", False)
+    assert (patched["responsible_id"], patched["subject"]) == (boris["id"], "Called back")
+
+
+def test_new_activities_start_in_the_first_open_status_of_the_list(
+    api: httpx.Client, clock: FakeClock
+) -> None:
+    clock.now = START
+    statuses = [
+        {"name": "open", "closed": False},
+        {"name": "finished", "closed": True, "success": True},
+    ]
+    assert api.patch("/api/settings", json={"activity_statuses": statuses}).status_code == 200
+    anna = create_user(api, "anna@example.com")
+    card = create_card(api, anna["id"])
+    act = activity(api, card_id=card["id"], responsible_id=anna["id"])
+    assert act["status"] == "open"
+    closed = api.post(f"/api/activities/{act['id']}/close", json={"status": "finished"}).json()
+    reopened = api.post(f"/api/activities/{closed['id']}/reopen").json()
+    assert reopened["status"] == "open"

@@ -93,63 +93,76 @@ def _apply(
 ) -> datetime:
     kind, *args = step
     ids = list(session.scalars(select(Activity.id).order_by(Activity.id)))
+    try:
+        # A savepoint, as the API's transaction would roll back a refused operation whole.
+        with session.begin_nested():
+            return _step(session, kind, args, users, cards, now, ids)
+    except CoreError:
+        return now  # refused (a manager loop): nothing changed; counters still checked
 
+
+def _step(
+    session: Session,
+    kind: str,
+    args: list[Any],
+    users: list[int],
+    cards: list[int],
+    now: datetime,
+    ids: list[int],
+) -> datetime:
     def pick(n: int) -> Activity | None:
         return session.get(Activity, ids[n % len(ids)]) if ids else None
 
     def deadline(minutes: int | None) -> datetime | None:
         return None if minutes is None else now + timedelta(minutes=minutes)
 
-    try:
-        if kind == "create":
-            card, user, incoming, minutes = args
-            activities.create_activity(
-                session,
-                ActivityFields(
-                    card_ids=[cards[card % CARDS]],
-                    type="call",
-                    responsible_id=users[user % USERS],
-                    deadline=None if incoming else deadline(minutes),
-                ),
-                now,
-                incoming=incoming,
-            )
-        elif kind == "clock":
-            return now + timedelta(minutes=args[0])
-        elif kind == "hand_over":
-            services.edit_card(
-                session, cards[args[0] % CARDS], now, responsible_id=users[args[1] % USERS]
-            )
-        elif kind == "lead":
-            services.edit_user(session, users[args[0] % USERS], now, planned_lead_minutes=args[1])
-        elif kind == "manager":
-            user, manager = args
-            services.edit_user(
-                session,
-                users[user % USERS],
-                now,
-                manager_id=None if manager is None else users[manager % USERS],
-                clear_manager=manager is None,
-            )
-        elif kind == "bulk_done":
-            chosen = [ids[n % len(ids)] for n in args[0]] if ids else []
-            activities.bulk(session, chosen, "done", ActivityFields(), None, now)
-        elif (activity := pick(args[0])) is not None:
-            if kind == "close":
-                activities.close_activity(session, activity, args[1], None, users[0], now)
-            elif kind == "reopen":
-                activities.reopen_activity(session, activity, users[0], now)
-            elif kind == "delete":
-                activities.delete_activity(session, activity, now)
-            elif kind == "assign":
-                fields = ActivityFields(responsible_id=users[args[1] % USERS])
-                activities.edit_activity(session, activity, fields, None, now)
-            elif kind == "deadline":
-                fields = ActivityFields(deadline=deadline(args[1]), clear_deadline=args[1] is None)
-                activities.edit_activity(session, activity, fields, None, now)
-            elif kind == "move":
-                fields = ActivityFields(card_ids=[cards[args[1] % CARDS]])
-                activities.edit_activity(session, activity, fields, None, now)
-    except CoreError:
-        pass  # refused operations (a manager loop) change nothing; counters still checked
+    if kind == "create":
+        card, user, incoming, minutes = args
+        activities.create_activity(
+            session,
+            ActivityFields(
+                card_ids=[cards[card % CARDS]],
+                type="call",
+                responsible_id=users[user % USERS],
+                deadline=None if incoming else deadline(minutes),
+            ),
+            now,
+            incoming=incoming,
+        )
+    elif kind == "clock":
+        return now + timedelta(minutes=args[0])
+    elif kind == "hand_over":
+        services.edit_card(
+            session, cards[args[0] % CARDS], now, responsible_id=users[args[1] % USERS]
+        )
+    elif kind == "lead":
+        services.edit_user(session, users[args[0] % USERS], now, planned_lead_minutes=args[1])
+    elif kind == "manager":
+        user, manager = args
+        services.edit_user(
+            session,
+            users[user % USERS],
+            now,
+            manager_id=None if manager is None else users[manager % USERS],
+            clear_manager=manager is None,
+        )
+    elif kind == "bulk_done":
+        chosen = [ids[n % len(ids)] for n in args[0]] if ids else []
+        activities.bulk(session, chosen, "done", ActivityFields(), None, now)
+    elif (activity := pick(args[0])) is not None:
+        if kind == "close":
+            activities.close_activity(session, activity, args[1], None, users[0], now)
+        elif kind == "reopen":
+            activities.reopen_activity(session, activity, users[0], now)
+        elif kind == "delete":
+            activities.delete_activity(session, activity, now)
+        elif kind == "assign":
+            fields = ActivityFields(responsible_id=users[args[1] % USERS])
+            activities.edit_activity(session, activity, fields, None, now)
+        elif kind == "deadline":
+            fields = ActivityFields(deadline=deadline(args[1]), clear_deadline=args[1] is None)
+            activities.edit_activity(session, activity, fields, None, now)
+        elif kind == "move":
+            fields = ActivityFields(card_ids=[cards[args[1] % CARDS]])
+            activities.edit_activity(session, activity, fields, None, now)
     return now

@@ -299,28 +299,39 @@ def strip_subject_prefixes(subject: str) -> str:
 def find_original(text: str, subject: str, timezone: str = "UTC") -> Original | None:
     """The outermost forwarded message in `text`, or None if the mail is not a forward.
 
-    `timezone` reads dates that carry no offset (the forwarder's own local time).
+    `timezone` reads dates that carry no offset (the forwarder's own local time). Under a
+    reply subject ("Re:") a quoted message is the mail being answered: no forward. Markers
+    quoted with ">" count only when no unquoted one is found (Apple Mail quotes its whole
+    forward; a reply quoting an older forward does not make the mail a forward).
     """
+    if bool(_REPLY_ONLY.match(subject)) and not is_forward_subject(subject):
+        return None
     lines = _normalise(text).split("\n")
-    # Under "Re:" a bare header block is the quoted mail being answered, not a forward.
-    replying = bool(_REPLY_ONLY.match(subject)) and not is_forward_subject(subject)
-    for index, line in enumerate(lines):
-        bare = _unquote(line)
-        if _PHRASE_RE.match(bare) and _is_marker_line(bare):
-            inline = _PHRASE_RE.sub("", bare, count=1).strip()
-            rest = ([inline] if inline else []) + lines[index + 1 :]
-            found = _header_block(rest, line, subject, timezone)
-            if found is not None:
+    for allow_quoted in (False, True):
+        for index, line in enumerate(lines):
+            if not allow_quoted and line.lstrip().startswith(">"):
+                continue
+            found = _forward_at(lines, index, subject, timezone)
+            if found is not None and found.sender is not None:
                 return _with_note(found, lines[:index])
-        if not replying and _field_of(bare) == "from" and _looks_like_header_block(lines, index):
-            found = _header_block(lines[index:], line, subject, timezone)
-            if found is not None:
-                return _with_note(found, lines[:index])
-        wrote = _WROTE_RE.match(bare.strip()) or _WROTE_VERB_FIRST_RE.match(bare.strip())
-        if wrote and _outlook_quoted_forward(lines, index, subject):
-            return _with_note(
-                _wrote_block(wrote, lines[index + 1 :], subject, timezone), lines[:index]
-            )
+    return None
+
+
+def _forward_at(lines: list[str], index: int, subject: str, timezone: str) -> Original | None:
+    """The forward that starts at line `index`, if one does."""
+    line = lines[index]
+    bare = _unquote(line)
+    if _PHRASE_RE.match(bare) and _is_marker_line(bare):
+        inline = _PHRASE_RE.sub("", bare, count=1).strip()
+        rest = ([inline] if inline else []) + lines[index + 1 :]
+        found = _header_block(rest, line, subject, timezone)
+        if found is not None:
+            return found
+    if _field_of(bare) == "from" and _looks_like_header_block(lines, index):
+        return _header_block(lines[index:], line, subject, timezone)
+    wrote = _WROTE_RE.match(bare.strip()) or _WROTE_VERB_FIRST_RE.match(bare.strip())
+    if wrote and _outlook_quoted_forward(lines, index, subject):
+        return _wrote_block(wrote, lines[index + 1 :], subject, timezone)
     return None
 
 

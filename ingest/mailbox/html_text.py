@@ -6,6 +6,7 @@ time, where backtracking regexes and some HTML5 parsers go quadratic and stall a
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from lxml import etree
@@ -153,10 +154,15 @@ def sanitize_html(markup: str) -> str:
             element.drop_tag()
     body = root.find("body")
     target = body if body is not None else root
-    inner = (target.text or "") + "".join(
+    inner = _escape(target.text or "") + "".join(
         lxml_html.tostring(child, encoding="unicode") for child in target
     )
     return inner.strip()
+
+
+def _escape(text: str) -> str:
+    """Text between tags goes out escaped: the parser decoded "&lt;script&gt;" to "<script>"."""
+    return html.escape(text, quote=False)
 
 
 def html_from(markup: str, first_line: str) -> str | None:
@@ -186,7 +192,7 @@ def html_from(markup: str, first_line: str) -> str | None:
         return None
     body = root.find("body")
     target = body if body is not None else root
-    inner = (target.text or "") + "".join(
+    inner = _escape(target.text or "") + "".join(
         lxml_html.tostring(child, encoding="unicode") for child in target
     )
     return inner.strip()
