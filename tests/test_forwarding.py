@@ -71,3 +71,11 @@ def test_sanitised_html_has_no_live_script(markup: str) -> None:
     assert "<script" not in clean and "<img src=x" not in clean
     assert "onerror=" not in clean.replace("onerror=alert(1)&gt;", "")
     assert "onclick" not in clean and "javascript:" not in clean and "<iframe" not in clean
+
+
+def test_control_characters_in_html_do_not_break_reading() -> None:
+    """Found by the fuzz test: libxml2 refuses control characters; they are dropped."""
+    from ingest.mailbox.html_text import html_to_text
+
+    assert html_to_text("<p>a\x01b\x0b</p>") == "ab"
+    assert sanitize_html("<p>a\x01b</p>") == "<p>ab</p>"

@@ -7,12 +7,15 @@ time, where backtracking regexes and some HTML5 parsers go quadratic and stall a
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 from lxml import etree
 from lxml import html as lxml_html
 
 MAX_HTML_CHARS = 5_000_000  # beyond this an HTML body is cut before parsing
+# Characters libxml2 refuses (control characters, non-characters, lone surrogates).
+_XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
 _BLOCKS = ("p", "div", "li", "tr", "table", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote")
 _HIDDEN = "//script|//style|//head|//title|//comment()"
@@ -20,7 +23,7 @@ _HIDDEN = "//script|//style|//head|//title|//comment()"
 
 def html_to_text(markup: str) -> str:
     """Readable text: block elements and <br> become line breaks, scripts and styles go."""
-    markup = markup[:MAX_HTML_CHARS].replace("\x00", "")
+    markup = _XML_UNSAFE.sub("", markup[:MAX_HTML_CHARS])
     if not markup.strip():
         return ""
     try:
@@ -131,7 +134,7 @@ _SAFE_URL = ("http://", "https://", "mailto:", "cid:", "#")
 def sanitize_html(markup: str) -> str:
     """The HTML body with only harmless markup: no scripts, styles, frames, forms, event
     handlers or javascript: links; images only by cid: or http(s). Linear like the text."""
-    markup = markup[:MAX_HTML_CHARS].replace("\x00", "")
+    markup = _XML_UNSAFE.sub("", markup[:MAX_HTML_CHARS])
     if not markup.strip():
         return ""
     try:
