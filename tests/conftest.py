@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -30,6 +31,12 @@ from ingest.runtime import Runtime, build_runtime
 from ingest.settings import Settings
 
 API_TOKEN = "test-token"
+
+# Property and fuzz tests: the same examples on every run by default, so CI does not fail at
+# random for the next person; CRM_HYPOTHESIS_PROFILE=explore searches new ones (more of them).
+hypothesis_settings.register_profile("stable", derandomize=True, print_blob=True)
+hypothesis_settings.register_profile("explore", derandomize=False, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("CRM_HYPOTHESIS_PROFILE", "stable"))
 # The team's shared material sits beside the checkout (CI clones next to it).
 SHARED = Path(os.environ.get("CRM_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 FIXTURES = SHARED / "fixtures"
