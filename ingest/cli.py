@@ -16,9 +16,11 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy import select
+
 from crm_core import services
 from crm_core.db import check_database, describe_url, unit_of_work, upgrade_schema
-from crm_core.models import User, utcnow
+from crm_core.models import Card, User, utcnow
 from ingest.http_app import create_app, make_http_server
 from ingest.mailbox.addresses import encode_archive_address, hash_archive_token, new_archive_token
 from ingest.mailbox.smtp_handler import make_archive_handler, start_smtp_server
@@ -150,43 +152,42 @@ def cmd_migrate(rt: Runtime) -> int:
 
 
 def cmd_demo(rt: Runtime) -> int:
-    """Two users and three cards; prints each card's (new) archive address."""
+    """Two users and three cards (made once; run it again for fresh addresses); prints each
+    card's new archive address."""
     upgrade_schema(rt.engine)
     s = rt.settings
+    lines = []
     with unit_of_work(rt.sessions) as session:
-        users = []
+        users = {}
         for email, name in [
             ("anna@example.com", "Anna Sales"),
             ("boris@example.com", "Boris Lead"),
         ]:
-            user = session.query(User).filter_by(email=email).one_or_none()
-            users.append(user or services.create_user(session, email, name, "Europe/Paris"))
-        cards = [
-            services.create_card(
+            user = session.scalar(select(User).where(User.email == email))
+            users[email] = user or services.create_user(session, email, name, "Europe/Paris")
+        for owner, title, kind, stage, customer in [
+            ("anna@example.com", "Acme: 40 licences", "deal", "new", "john.doe@acme.com"),
+            ("anna@example.com", "Globex renewal", "deal", "negotiation", "nicholas@globex.corp"),
+            ("boris@example.com", "Initech inquiry", "lead", "new", "peter@initech.example"),
+        ]:
+            card = session.scalar(
+                select(Card).where(Card.title == title, Card.responsible_id == users[owner].id)
+            ) or services.create_card(
                 session,
                 title=title,
                 entity_type=kind,
                 stage=stage,
-                responsible_id=users[n].id,
+                responsible_id=users[owner].id,
                 contact_emails=[customer],
                 contact_phones=[],
                 default_region=s.default_region,
             )
-            for n, title, kind, stage, customer in [
-                (0, "Acme: 40 licences", "deal", "new", "john.doe@acme.com"),
-                (0, "Globex renewal", "deal", "negotiation", "nicholas@globex.corp"),
-                (1, "Initech inquiry", "lead", "new", "peter@initech.example"),
-            ]
-        ]
-        lines = []
-        for card in cards:
             token = new_archive_token()
             services.issue_archive_address(
                 session, card.id, hash_archive_token(token), timedelta(0), utcnow()
             )
             lines.append(
-                f"card {card.id} {card.title!r} ({card.entity_type}/{card.stage}, "
-                f"responsible {users[0 if card.responsible_id == users[0].id else 1].email}): "
+                f"card {card.id} {title!r} ({kind}/{stage}, responsible {owner}): "
                 f"{encode_archive_address(token, s.archive_domain)}"
             )
     print("\n".join(lines))

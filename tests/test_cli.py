@@ -101,3 +101,18 @@ def _up(api: httpx.Client) -> bool:
         return api.get("/healthz").status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_demo_makes_its_cards_once_and_prints_working_addresses(tmp_path: Path) -> None:
+    env = {"CRM_DATA_DIR": str(tmp_path), "CRM_DATABASE_URL": "", "CRM_BROKER_URL": ""}
+    outputs = []
+    for _ in range(2):
+        process = crm_ingest(["demo"], env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        out, _err = process.communicate(timeout=120)
+        assert process.returncode == 0
+        outputs.append(out.splitlines())
+    first, second = outputs
+    assert [line.split(":")[0] for line in first] == [line.split(":")[0] for line in second]
+    assert [line.split()[1] for line in first] == ["1", "2", "3"]  # the same three cards
+    assert all(line.endswith("@archive.localhost") for line in first + second)
+    assert first[0].split()[-1] != second[0].split()[-1]  # a fresh address each time
