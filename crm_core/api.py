@@ -164,9 +164,7 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
     def add_comment(
         card_id: int, body: schemas.CommentIn, acting: ActingUser = None
     ) -> schemas.CommentOut:
-        author = body.author_id if body.author_id is not None else acting
-        if author is None:
-            raise InvalidInput("a comment needs author_id (or X-Acting-User)")
+        author = _author(body, acting)
         with writing() as session:
             comment = activities.add_comment(
                 session, card_id, author, body.text, clock(), activity_id=body.activity_id
@@ -304,9 +302,7 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
     def comment_activity(
         activity_id: int, body: schemas.CommentIn, acting: ActingUser = None
     ) -> schemas.CommentOut:
-        author = body.author_id if body.author_id is not None else acting
-        if author is None:
-            raise InvalidInput("a comment needs author_id (or X-Acting-User)")
+        author = _author(body, acting)
         with writing() as session:
             activity = activities.get_activity(session, activity_id)
             comment = activities.add_comment(
@@ -340,6 +336,13 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
             return schemas.SettingsOut.model_validate(company.all_settings(session))
 
     return router
+
+
+def _author(body: schemas.CommentIn, acting: int | None) -> int:
+    author = body.author_id if body.author_id is not None else acting
+    if author is None:
+        raise InvalidInput("a comment needs author_id (or X-Acting-User)")
+    return author
 
 
 def _fields(patch: schemas.ActivityPatch) -> ActivityFields:

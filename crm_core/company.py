@@ -76,10 +76,6 @@ def all_settings(session: Session) -> dict[str, Any]:
     return {key: get(session, key) for key in DEFAULTS}
 
 
-def counter_mode(session: Session) -> str:
-    return str(get(session, "counter_mode"))
-
-
 def counter_mode_column() -> Any:
     """The counter mode as a scalar subquery, to read it in the same statement as a user."""
     return (
