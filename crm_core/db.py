@@ -93,6 +93,13 @@ def read_only(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+def may_write(session: Session) -> bool:
+    """Whether a write on this session is kept without taking SQLite's write lock: true in a
+    unit of work and on PostgreSQL's autocommit reads, false on SQLite's read-only sessions."""
+    options = session.connection().get_execution_options()
+    return options.get(_SQLITE_BEGIN) != "DEFERRED"
+
+
 @contextmanager
 def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One use case, one transaction: commit on success, roll back on any error."""

@@ -351,6 +351,7 @@ class UserCounter(Base):
     """Maintained counts per user, changed in the same transaction as the activities they count.
 
     Both counter modes are kept up to date at all times: switching modes rebuilds nothing.
+    The row also caches the user's last counters read (the `snap_` columns).
     """
 
     __tablename__ = "user_counters"
@@ -362,6 +363,20 @@ class UserCounter(Base):
     incoming: Mapped[int] = mapped_column(Integer, default=0)
     # ...and open incoming activities on cards the user is responsible for ("item responsible").
     incoming_items: Mapped[int] = mapped_column(Integer, default=0)
+    # Raised in the transaction of every change that may move this user's counters or their
+    # employees' (see `counters.invalidate`): a snapshot taken at another version is stale.
+    version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The last counters read, in `snap_mode`, exact for `snap_from <= now < snap_until` while
+    # `snap_version == version`: the clock-driven counts can only change at `snap_until`.
+    snap_version: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    snap_mode: Mapped[str | None] = mapped_column(String(32), default=None)
+    snap_from: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    snap_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    snap_incoming: Mapped[int | None] = mapped_column(Integer, default=None)
+    snap_planned: Mapped[int | None] = mapped_column(Integer, default=None)
+    snap_today: Mapped[int | None] = mapped_column(Integer, default=None)
+    snap_team_incoming: Mapped[int | None] = mapped_column(Integer, default=None)
+    snap_team_planned: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class Blob(Base):

@@ -418,6 +418,7 @@ def edit_user(
     clear_manager: bool = False,
 ) -> User:
     user = get_user(session, user_id)
+    counters.invalidate(session, [user.id])  # their counters and the managers' above them now
     if timezone is not None:
         _check_timezone(timezone)
         user.timezone = timezone
@@ -441,6 +442,8 @@ def edit_user(
             )
         ):
             focus.schedule(activity, planned_lead_minutes, now, new_deadline=False)
+    session.flush()
+    counters.invalidate(session, [user.id])  # ...and the managers above them from now on
     return user
 
 
