@@ -118,6 +118,8 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
                 title=body.title,
                 stage=body.stage,
                 responsible_id=body.responsible_id,
+                outcome=body.outcome if body.outcome != "open" else None,
+                reopen=body.outcome == "open",
             )
             return schemas.CardOut.of(card, unread.is_unread(session, card.id, card.responsible_id))
 

@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session
 from crm_core.models import Activity, Card, CardUnread, User
 
 INCOMING_EMAIL = "incoming e-mail"
+INCOMING_CALL = "incoming call"
+MISSED_CALL = "missed call"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

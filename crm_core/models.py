@@ -66,6 +66,8 @@ class InboundStatus(enum.StrEnum):
     PROCESSED = "processed"
     REJECTED = "rejected"
     FAILED = "failed"
+    # Understood, but no card to put it on (an unknown number): waits to be attached.
+    UNMATCHED = "unmatched"
 
 
 class User(Base):
@@ -189,6 +191,24 @@ class InboundItem(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class Source(Base):
+    """A sending integration (call-log app, provider webhook) and its sealed secrets.
+
+    `settings` holds what may be shown (region, employee numbers...); `sealed` the secrets
+    (our generated signing secret, a provider's token), encrypted by `ingest.sealing`.
+    """
+
+    __tablename__ = "sources"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(200))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class HistoryEntry(Base):

@@ -7,9 +7,17 @@ HTTP.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    HttpUrl,
+    ValidationError,
+)
 
 from crm_core.models import Activity, Card, HistoryEntry
 
@@ -43,6 +51,9 @@ class CardPatch(BaseModel):
     title: str | None = Field(None, min_length=1, max_length=300)
     stage: str | None = Field(None, min_length=1, max_length=100)
     responsible_id: int | None = None
+    outcome: Literal["won", "lost", "open"] | None = Field(
+        None, description="won or lost closes the card; open reopens it"
+    )
 
 
 class CardIn(BaseModel):
@@ -67,6 +78,7 @@ class CardOut(BaseModel):
     entity_type: str
     stage: str
     responsible_id: int
+    outcome: str | None = Field(description="won or lost; null while the card is open")
     unread: bool
     focus_at: datetime | None
     focus_reason: str | None
@@ -80,6 +92,7 @@ class CardOut(BaseModel):
             entity_type=card.entity_type,
             stage=card.stage,
             responsible_id=card.responsible_id,
+            outcome=card.outcome,
             unread=unread,
             focus_at=card.focus_at,
             focus_reason=card.focus_reason,
@@ -320,3 +333,134 @@ class SettingsPatch(BaseModel):
     counter_mode: Literal["item_responsible", "activity_responsible"] | None = None
     activity_types: list[str] | None = None
     activity_statuses: list[StatusSetting] | None = None
+
+
+# --- webhook sources -------------------------------------------------------------------
+
+Region = Annotated[
+    str, Field(pattern=r"^[A-Za-z]{2}$", description="e.g. FR; default: the server's")
+]
+
+
+class CallLogSourceIn(BaseModel):
+    """Our call-log app: requests signed with a secret we generate (shown once)."""
+
+    kind: Literal["calllog"]
+    name: str = Field(min_length=1, max_length=200)
+    default_region: Region | None = None
+
+
+class TwilioVoiceSourceIn(BaseModel):
+    """Twilio Voice status callbacks, signed with the account's auth token."""
+
+    kind: Literal["twilio_voice"]
+    name: str = Field(min_length=1, max_length=200)
+    auth_token: str = Field(min_length=1, max_length=200, description="never shown again")
+    public_base_url: HttpUrl = Field(
+        description="scheme://host[:port] Twilio calls, e.g. https://crm.example.com; the "
+        "signature covers this plus the request's path and query, whatever a proxy changes"
+    )
+    employees: dict[str, str] = Field(
+        default_factory=dict,
+        description="the company's Twilio numbers (any format) -> employee id or e-mail",
+    )
+    default_employee: str | None = Field(None, description="for a number not in `employees`")
+    default_region: Region | None = None
+
+
+SourceIn = Annotated[CallLogSourceIn | TwilioVoiceSourceIn, Field(discriminator="kind")]
+
+
+class SourceOut(BaseModel):
+    id: int
+    kind: str
+    name: str
+    hook_url: str
+    settings: dict[str, Any]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class SourceCreatedOut(SourceOut):
+    secret: str | None = Field(
+        description="the signing secret, shown only in this answer (null when the provider "
+        "holds the secret, e.g. Twilio's auth token)"
+    )
+
+
+class SourceListOut(BaseModel):
+    items: list[SourceOut]
+
+
+# --- call-log payloads -----------------------------------------------------------------
+
+
+class CallIn(BaseModel):
+    """One call as our call-log app sends it."""
+
+    call_id: str = Field(min_length=1, max_length=200, description="the app's id of the call")
+    employee: int | EmailStr = Field(description="the CRM user: id or e-mail")
+    number: str = Field(min_length=1, max_length=64, description="the other party, any format")
+    direction: Literal["incoming", "outgoing"]
+    outcome: Literal["answered", "missed", "rejected", "voicemail", "busy", "blocked"]
+    started_at: AwareDatetime = Field(description="ISO 8601 with its UTC offset")
+    duration_seconds: int = Field(0, ge=0, le=7 * 24 * 3600)
+    recording_url: HttpUrl | None = None
+
+
+class TwilioCallStatusIn(BaseModel):
+    """The fields we read of a Twilio Voice status callback (form-encoded)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    CallSid: str = Field(pattern=r"^CA[0-9a-fA-F]{32}$")
+    AccountSid: str = Field(min_length=1, max_length=64)
+    From: str = Field(min_length=1, max_length=64)
+    To: str = Field(min_length=1, max_length=64)
+    CallStatus: Literal[
+        "queued",
+        "initiated",
+        "ringing",
+        "in-progress",
+        "completed",
+        "busy",
+        "failed",
+        "no-answer",
+        "canceled",
+    ]
+    Direction: str = Field(min_length=1, max_length=32)
+    CallDuration: int | None = Field(None, ge=0)
+    Timestamp: str | None = None
+    RecordingUrl: HttpUrl | None = None
+
+
+class HookRejection(BaseModel):
+    index: int
+    call_id: str | None
+    error: str
+
+
+class HookAccepted(BaseModel):
+    accepted: int = Field(description="calls stored (a retry of a stored call counts again)")
+    ids: list[int] = Field(description="inbound item of each accepted call, in order")
+    rejected: list[HookRejection] = Field(default_factory=list)
+    ignored: str | None = Field(None, description="why nothing was stored, when so")
+
+
+class AttachIn(BaseModel):
+    card_id: int
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validate(model: type[Model], data: Any, path: str = "") -> Model | str:
+    """`data` as `model`, or a message naming the first bad field (e.g. `calls[3].number`)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = path
+        for part in error["loc"]:
+            where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
+        return f"{where or 'body'}: {error['msg']}"

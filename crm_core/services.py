@@ -159,7 +159,7 @@ def create_card(
         assert contact is not None
         contacts[contact.id] = contact
     for raw in contact_phones:
-        contact = _contact_by_phone(session, normalize_phone(raw, default_region))
+        contact = contact_by_phone(session, normalize_phone(raw, default_region))
         contacts[contact.id] = contact
     for contact_id in contacts:
         session.add(CardContact(card_id=card.id, contact_id=contact_id))
@@ -188,7 +188,8 @@ def contact_by_email(
     return contact
 
 
-def _contact_by_phone(session: Session, number: str) -> Contact:
+def contact_by_phone(session: Session, number: str) -> Contact:
+    """The contact with this E.164 number, made if there is none."""
     contact = session.scalar(
         select(Contact).join(ContactPhone).where(ContactPhone.number == number)
     )
@@ -464,7 +465,11 @@ def edit_card(
     title: str | None = None,
     stage: str | None = None,
     responsible_id: int | None = None,
+    outcome: str | None = None,
+    reopen: bool = False,
 ) -> Card:
+    """Edit a card; `outcome` (won / lost) closes it: events then go to its contact's other,
+    open cards (SPEC "Which card?"); `reopen` clears the outcome."""
     card = session.scalar(select(Card).where(Card.id == card_id).with_for_update())
     if card is None:
         raise NotFound(f"card {card_id} does not exist")
@@ -472,6 +477,10 @@ def edit_card(
         card.title = title
     if stage is not None:
         card.stage = stage
+    if reopen:
+        card.outcome = None
+    elif outcome is not None:
+        card.outcome = outcome
     if responsible_id is not None and responsible_id != card.responsible_id:
         get_user(session, responsible_id)
         card.responsible_id = responsible_id

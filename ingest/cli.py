@@ -236,7 +236,7 @@ async def _serve(rt: Runtime, token: str, *, smtp: bool, http: bool) -> None:
     http_server = None
     http_task = None
     if http:
-        http_server = make_http_server(create_app(rt.sessions, s, token), s.http_host, s.http_port)
+        http_server = make_http_server(create_app(rt, token), s.http_host, s.http_port)
         assert http_socket is not None
         http_task = asyncio.ensure_future(http_server.serve(sockets=[http_socket]))
     try:

@@ -1,7 +1,8 @@
-"""The HTTP front door: the JSON API (and, later, the webhooks) on FastAPI + uvicorn.
+"""The HTTP front door: the JSON API and the webhooks, on FastAPI + uvicorn.
 
-Routes stay thin: authenticate, validate with `crm_core.schemas`, call one use case in one
-transaction, serialise. Core errors map to 404/403/409/422; a database outage to 503.
+Routes stay thin: authenticate (bearer token for /api, the source's signature for /hooks),
+validate with `crm_core.schemas`, call one use case in one transaction, serialise. Core
+errors map to 404/403/409/422; a bad signature to 401; a database outage to 503.
 """
 
 import contextlib
@@ -9,22 +10,27 @@ import logging
 import secrets
 from contextlib import AbstractContextManager
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from crm_core import schemas, services
 from crm_core.api import Clock, make_router
 from crm_core.db import read_only, unit_of_work
 from crm_core.errors import Conflict, CoreError, Forbidden, InvalidInput, NotFound
-from crm_core.models import InboundStatus, utcnow
-from ingest import inbound
+from crm_core.models import InboundStatus, Source, utcnow
+from ingest import inbound, sources
+from ingest.calllog import webhook as calllog_hook
+from ingest.calllog.processing import attach_call
+from ingest.errors import RejectedInput, StoreUnavailable
 from ingest.mailbox.addresses import encode_archive_address, hash_archive_token, new_archive_token
-from ingest.settings import Settings
+from ingest.runtime import Runtime
+from ingest.signatures import BadSignature
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +42,15 @@ _ERROR_STATUS: dict[type[CoreError], int] = {
 }
 
 
-def create_app(
-    sessions: sessionmaker[Session], settings: Settings, api_token: str, clock: Clock = utcnow
-) -> FastAPI:
+def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastAPI:
     """The whole HTTP app; `clock` is injectable so tests can move time."""
+    sessions, settings = runtime.sessions, runtime.settings
     app = FastAPI(
         title="CRM ingest",
         version="0.1.0",
         description="Cards, history, counters, Kanban and inbound status of the CRM ingestion "
-        "worker. Every /api route needs `Authorization: Bearer <token>`.",
+        "worker. Every /api route needs `Authorization: Bearer <token>`; every /hooks route "
+        "is authenticated by its source's signature instead.",
     )
 
     def authenticated(authorization: Annotated[str, Header()] = "") -> None:
@@ -71,6 +77,24 @@ def create_app(
     @app.exception_handler(CoreError)
     async def core_error(_request: Request, exc: CoreError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=_ERROR_STATUS.get(type(exc), 400))
+
+    @app.exception_handler(BadSignature)
+    async def bad_signature(_request: Request, exc: BadSignature) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_401_UNAUTHORIZED)
+
+    @app.exception_handler(RejectedInput)
+    async def rejected(_request: Request, exc: RejectedInput) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.reason}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT
+        )
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.error("inbound store unavailable: %s", exc)
+        return JSONResponse(
+            {"detail": "could not store the input, nothing was kept: try again later"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
 
     @app.exception_handler(SQLAlchemyError)
     async def database_error(_request: Request, exc: SQLAlchemyError) -> JSONResponse:
@@ -126,7 +150,131 @@ def create_app(
         items = inbound.list_items(sessions, status_filter.value if status_filter else None, limit)
         return schemas.InboundListOut(items=[schemas.InboundOut.model_validate(i) for i in items])
 
+    def source_out(request: Request, source: Source) -> dict[str, Any]:
+        return {
+            "id": source.id,
+            "kind": source.kind,
+            "name": source.name,
+            "hook_url": str(request.base_url).rstrip("/") + sources.hook_path(source),
+            "settings": source.settings,
+            "created_at": source.created_at,
+            "revoked_at": source.revoked_at,
+        }
+
+    @app.post("/api/sources", status_code=201, dependencies=auth)
+    def create_source(request: Request, body: schemas.SourceIn) -> schemas.SourceCreatedOut:
+        """Register a sending integration. The answer shows its signing secret once."""
+        given = body.model_dump(mode="json", exclude={"kind", "name"})
+        with writing() as session:
+            source, secret = sources.register(session, runtime.sealer, body.kind, body.name, given)
+            out = source_out(request, source)
+        return schemas.SourceCreatedOut(**out, secret=secret)
+
+    @app.get("/api/sources", dependencies=auth)
+    def list_sources(request: Request) -> schemas.SourceListOut:
+        with reading() as session:
+            found = sources.list_sources(session)
+            return schemas.SourceListOut(
+                items=[schemas.SourceOut(**source_out(request, s)) for s in found]
+            )
+
+    @app.get("/api/sources/{source_id}", dependencies=auth)
+    def get_source(request: Request, source_id: int) -> schemas.SourceOut:
+        with reading() as session:
+            return schemas.SourceOut(**source_out(request, sources.get(session, source_id)))
+
+    @app.delete("/api/sources/{source_id}", status_code=204, dependencies=auth)
+    def revoke_source(source_id: int) -> Response:
+        """Revoke: its hook answers 404 from now on."""
+        with writing() as session:
+            sources.revoke(session, source_id, clock())
+        return Response(status_code=204)
+
+    @app.post(
+        "/hooks/calllog/{source_id}",
+        status_code=202,
+        openapi_extra=CALLLOG_OPENAPI,
+        responses={401: {"description": "bad or missing signature; nothing stored"}},
+    )
+    async def calllog(request: Request, source_id: int) -> schemas.HookAccepted:
+        """Calls from a `calllog` source (our JSON, signed) or a `twilio_voice` source
+        (Twilio's status callback, `X-Twilio-Signature`). Every call is stored before the
+        answer; a batch with bad calls stores the good ones and lists the bad ones."""
+        body = await request.body()
+        query = f"?{request.url.query}" if request.url.query else ""
+        accepted = await run_in_threadpool(
+            calllog_hook.accept,
+            sessions,
+            runtime.sealer,
+            calllog_hook.Request(source_id, request.headers, request.url.path + query, body),
+            clock(),
+            settings.default_region,
+        )
+        await run_in_threadpool(enqueue_all, calllog_hook.CHANNEL, accepted.ids)
+        return accepted
+
+    def enqueue_all(channel: str, ids: list[int]) -> None:
+        for item_id in ids:
+            try:
+                runtime.pipeline.enqueue(channel, item_id)
+            except Exception:
+                # Stored is what matters: the sweeper sends it once the broker is back.
+                log.warning("broker unavailable; inbound item %s left to the sweeper", item_id)
+
+    @app.get("/api/unmatched", dependencies=auth)
+    def list_unmatched(
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> schemas.InboundListOut:
+        """Inputs understood but with no card to go to (e.g. a call from an unknown number)."""
+        items = inbound.list_items(sessions, InboundStatus.UNMATCHED.value, limit)
+        return schemas.InboundListOut(items=[schemas.InboundOut.model_validate(i) for i in items])
+
+    @app.post("/api/unmatched/{item_id}/attach", dependencies=auth)
+    def attach(item_id: int, body: schemas.AttachIn) -> schemas.InboundOut:
+        """Put an unmatched input on a card, with every effect it would have had there."""
+        with writing() as session:
+            item = attach_call(session, item_id, body.card_id, settings.default_region, clock())
+            return schemas.InboundOut.model_validate(item)
+
     return app
+
+
+_CALL_EXAMPLE = {
+    "call_id": "8f14e45f-2026-11-22-0001",
+    "employee": "anna@example.com",
+    "number": "06 12 34 56 78",
+    "direction": "incoming",
+    "outcome": "missed",
+    "started_at": "2026-11-22T10:15:00+01:00",
+    "duration_seconds": 0,
+    "recording_url": None,
+}
+
+CALLLOG_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": (
+            'For a `calllog` source: one call, or `{"calls": [...]}` with up to 1,000. '
+            "Headers: `X-Timestamp` (Unix seconds, within 5 minutes of our clock) and "
+            '`X-Signature: sha256=<hex HMAC-SHA256 of timestamp + "." + raw body, keyed '
+            "with the source's secret>`. A call id already received is answered 202 again "
+            "and changes nothing. For a `twilio_voice` source: Twilio's form-encoded status "
+            "callback, signed by Twilio."
+        ),
+        "content": {
+            "application/json": {
+                "schema": schemas.CallIn.model_json_schema(),
+                "examples": {
+                    "one call": {"value": _CALL_EXAMPLE},
+                    "a batch": {"value": {"calls": [_CALL_EXAMPLE]}},
+                },
+            },
+            "application/x-www-form-urlencoded": {
+                "schema": schemas.TwilioCallStatusIn.model_json_schema()
+            },
+        },
+    }
+}
 
 
 class _HttpServer(uvicorn.Server):

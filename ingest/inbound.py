@@ -96,6 +96,11 @@ def claim(session: Session, item_id: int) -> InboundItem | None:
     return item
 
 
+def lock(session: Session, item_id: int) -> InboundItem | None:
+    """The item, its row held for the transaction, whatever its status."""
+    return session.scalar(select(InboundItem).where(InboundItem.id == item_id).with_for_update())
+
+
 def finish(item: InboundItem, status: InboundStatus, reason: str | None = None) -> None:
     item.status = status.value
     item.reason = reason

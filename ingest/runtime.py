@@ -12,8 +12,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_core.db import make_engine, make_session_factory
+from ingest.calllog.processing import process_call
 from ingest.embedded import EmbeddedRedis
 from ingest.mailbox.processing import AttachmentLimits, process_email
+from ingest.sealing import Sealer, SealingError, key_file
 from ingest.settings import Settings
 from worker import Pipeline, build_broker, declare_actors
 
@@ -25,6 +27,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     pipeline: Pipeline
     embedded_redis: EmbeddedRedis | None
+    sealer: Sealer
 
     def close(self) -> None:
         self.pipeline.broker.close()
@@ -35,6 +38,10 @@ class Runtime:
 
 def build_runtime(settings: Settings) -> Runtime:
     """Connect to the configured database and broker (starting the embedded Redis if none)."""
+    try:
+        sealer = Sealer(settings.secret_key or key_file(settings.secret_key_path))
+    except SealingError as exc:
+        raise ValueError(f"CRM_SECRET_KEY: {exc}") from None
     engine = make_engine(settings.effective_database_url(), settings.db_lock_timeout_seconds)
     sessions = make_session_factory(engine)
     embedded = None
@@ -48,6 +55,9 @@ def build_runtime(settings: Settings) -> Runtime:
         broker,
         sessions,
         settings.max_attempts,
-        processors={"email": functools.partial(process_email, limits=limits)},
+        processors={
+            "email": functools.partial(process_email, limits=limits),
+            "call": functools.partial(process_call, default_region=settings.default_region),
+        },
     )
-    return Runtime(settings, engine, sessions, pipeline, embedded)
+    return Runtime(settings, engine, sessions, pipeline, embedded, sealer)

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     sweep_interval_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
     sweep_after_seconds: Annotated[float, Field(ge=0)] = 30.0
 
+    # Fernet key (urlsafe base64, 32 bytes) sealing the webhook sources' secrets in the
+    # database. Empty: a key is made once and kept in data_dir/secret.key (mode 0600).
+    secret_key: str = ""
+
     # Region used to read phone numbers written without a country code.
     default_region: str = "FR"
     log_level: str = "INFO"
@@ -99,6 +103,10 @@ class Settings(BaseSettings):
     @property
     def embedded_redis_path(self) -> Path:
         return self.data_dir / "redis.rdb"
+
+    @property
+    def secret_key_path(self) -> Path:
+        return self.data_dir / "secret.key"
 
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.sqlite_path.resolve()}"

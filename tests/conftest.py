@@ -208,7 +208,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def api(runtime: Runtime, clock: FakeClock) -> Iterator[httpx.Client]:
     """The real HTTP app served by uvicorn on a free port, and a client with the token."""
-    app = create_app(runtime.sessions, runtime.settings, API_TOKEN, clock=clock)
+    app = create_app(runtime, API_TOKEN, clock=clock)
     server = make_http_server(app, "127.0.0.1", 0)
     loops = LoopThread()
     task = asyncio.run_coroutine_threadsafe(server.serve(), loops.loop)

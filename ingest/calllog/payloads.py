@@ -1,0 +1,168 @@
+"""Provider payloads -> `crm_core.calls.Call`: our call-log JSON and Twilio Voice status
+callbacks. Pure functions of the stored bytes, used by the hook (to answer 422 at once)
+and again by the worker (which only has the stored bytes).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from crm_core import schemas
+from crm_core.calls import Call
+from crm_core.errors import InvalidInput
+from crm_core.phones import normalize_phone
+from ingest.errors import RejectedInput
+
+MAX_BATCH = 1000
+
+# Twilio's final call statuses and what they mean here; the others (queued, ringing,
+# in-progress...) are progress reports, not calls.
+TWILIO_OUTCOMES = {
+    "completed": "answered",
+    "busy": "busy",
+    "no-answer": "missed",
+    "canceled": "missed",
+    "failed": "missed",
+}
+
+
+@dataclass(frozen=True)
+class OneCall:
+    """A call of a request that passed validation, with the bytes to store for it."""
+
+    index: int
+    call_id: str
+    raw: bytes
+
+
+def split_calllog(
+    source_id: int, body: bytes, region: str
+) -> tuple[list[OneCall], list[schemas.HookRejection]]:
+    """The valid calls of a request (one call, or `{"calls": [...]}`) and the bad ones.
+
+    A body that is no call at all raises RejectedInput naming what is wrong."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RejectedInput(f"body: not JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise RejectedInput('body: must be a call object or {"calls": [...]}')
+    if "calls" not in document:
+        elements, path, single = [document], "", True
+    else:
+        elements, path, single = document["calls"], "calls", False
+        if not isinstance(elements, list) or not elements:
+            raise RejectedInput("calls: must be a non-empty list")
+        if len(elements) > MAX_BATCH:
+            raise RejectedInput(f"calls: at most {MAX_BATCH} calls per request")
+    good: list[OneCall] = []
+    bad: list[schemas.HookRejection] = []
+    for index, element in enumerate(elements):
+        where = "" if single else f"{path}[{index}]"
+        raw = body if single else json.dumps(element, ensure_ascii=False).encode()
+        try:
+            call = calllog_call(source_id, raw, region, where)
+        except RejectedInput as exc:
+            call_id = element.get("call_id") if isinstance(element, dict) else None
+            bad.append(
+                schemas.HookRejection(
+                    index=index, call_id=str(call_id) if call_id else None, error=exc.reason
+                )
+            )
+            continue
+        good.append(OneCall(index, call.call_id, raw))
+    return good, bad
+
+
+def calllog_call(source_id: int, raw: bytes, region: str, where: str = "") -> Call:
+    """One call of our format (as stored) -> Call; RejectedInput naming the bad field."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RejectedInput(f"{where or 'body'}: not JSON ({exc})") from None
+    parsed = schemas.validate(schemas.CallIn, data, where)
+    if isinstance(parsed, str):
+        raise RejectedInput(parsed)
+    return Call(
+        source_id=source_id,
+        call_id=parsed.call_id,
+        provider="calllog",
+        employee=str(parsed.employee),
+        number=_number(parsed.number, region, f"{where}.number" if where else "number"),
+        direction=parsed.direction,
+        outcome=parsed.outcome,
+        started_at=parsed.started_at,
+        duration_seconds=parsed.duration_seconds,
+        recording_url=str(parsed.recording_url) if parsed.recording_url else None,
+    )
+
+
+def form_params(body: bytes) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RejectedInput(f"body: not form-encoded parameters ({exc})") from None
+
+
+def twilio_call(
+    source_id: int, raw: bytes, settings: dict[str, Any], region: str, received_at: datetime
+) -> Call | None:
+    """A Twilio Voice status callback (as stored) -> Call; None for a progress report."""
+    parsed = schemas.validate(schemas.TwilioCallStatusIn, dict(form_params(raw)))
+    if isinstance(parsed, str):
+        raise RejectedInput(parsed)
+    outcome = TWILIO_OUTCOMES.get(parsed.CallStatus)
+    if outcome is None:
+        return None
+    incoming = parsed.Direction == "inbound"
+    ours, theirs = (parsed.To, parsed.From) if incoming else (parsed.From, parsed.To)
+    ended = received_at
+    if parsed.Timestamp:
+        try:
+            ended = parsedate_to_datetime(parsed.Timestamp)
+        except (TypeError, ValueError):
+            raise RejectedInput("Timestamp: not an RFC 2822 date") from None
+    duration = parsed.CallDuration or 0
+    return Call(
+        source_id=source_id,
+        call_id=parsed.CallSid,
+        provider="twilio",
+        employee=_twilio_employee(ours, settings, region),
+        number=_number(theirs, region, "From" if incoming else "To"),
+        direction="incoming" if incoming else "outgoing",
+        outcome=outcome,
+        started_at=ended - timedelta(seconds=duration),
+        duration_seconds=duration,
+        recording_url=str(parsed.RecordingUrl) if parsed.RecordingUrl else None,
+    )
+
+
+def _twilio_employee(number: str, settings: dict[str, Any], region: str) -> str:
+    try:
+        wanted = normalize_phone(number, region)
+    except InvalidInput:
+        wanted = number
+    for written, employee in settings.get("employees", {}).items():
+        try:
+            if normalize_phone(written, region) == wanted:
+                return str(employee)
+        except InvalidInput:
+            continue
+    default = settings.get("default_employee")
+    if not default:
+        raise RejectedInput(
+            f"no employee for our number {number}: add it to the source's employees"
+        )
+    return str(default)
+
+
+def _number(raw: str, region: str, field: str) -> str:
+    try:
+        return normalize_phone(raw, region)
+    except InvalidInput as exc:
+        raise RejectedInput(f"{field}: {exc}") from None

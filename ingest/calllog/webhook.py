@@ -1,0 +1,87 @@
+"""Call-log front door: check the source's signature, store each call raw, say which ids
+to enqueue. Framework-free: `ingest.http_app` maps its errors to 401/404/422/503.
+
+Nothing is stored before the signature passes; each call is committed before the 2xx; a
+call already stored (same source, same provider call id) gets its existing id back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from crm_core import schemas
+from crm_core.db import read_only
+from ingest import inbound, sources
+from ingest.calllog import payloads
+from ingest.errors import RejectedInput
+from ingest.sealing import Sealer
+from ingest.signatures import check_timestamped, check_twilio
+
+CHANNEL = "call"
+KINDS = ("calllog", "twilio_voice")
+
+
+@dataclass(frozen=True)
+class Request:
+    source_id: int
+    headers: Mapping[str, str]  # case-insensitive, as the web framework gives them
+    path_and_query: str
+    body: bytes
+
+
+def accept(
+    sessions: sessionmaker[Session],
+    sealer: Sealer,
+    request: Request,
+    now: datetime,
+    default_region: str,
+) -> schemas.HookAccepted:
+    """Verify and store; raises NotFound, BadSignature, RejectedInput or StoreUnavailable."""
+    with read_only(sessions) as session:
+        source = sources.active(session, sealer, request.source_id, KINDS)
+    region = source.settings.get("default_region") or default_region
+    if source.kind == "calllog":
+        check_timestamped(
+            source.secrets["secret"],
+            request.headers.get("x-timestamp"),
+            request.headers.get("x-signature"),
+            request.body,
+            now,
+        )
+        good, bad = payloads.split_calllog(source.id, request.body, region)
+        if not good:
+            raise RejectedInput("; ".join(r.error for r in bad))
+        calls = [(c.call_id, c.raw) for c in good]
+    else:
+        base = str(source.settings["public_base_url"]).rstrip("/")
+        params = payloads.form_params(request.body)
+        check_twilio(
+            source.secrets["auth_token"],
+            base + request.path_and_query,
+            params,
+            request.headers.get("x-twilio-signature"),
+        )
+        call = payloads.twilio_call(source.id, request.body, source.settings, region, now)
+        if call is None:
+            status = dict(params).get("CallStatus")
+            return schemas.HookAccepted(
+                accepted=0, ids=[], ignored=f"CallStatus {status} is a progress report, not a call"
+            )
+        bad, calls = [], [(call.call_id, request.body)]
+    ids = inbound.store(
+        sessions,
+        [
+            inbound.NewInput(
+                channel=CHANNEL,
+                raw=raw,
+                dedupe_key=f"call:{source.id}:{call_id}"[:200],
+                meta={"source_id": source.id, "kind": source.kind},
+            )
+            for call_id, raw in calls
+        ],
+    )
+    return schemas.HookAccepted(accepted=len(ids), ids=ids, rejected=bad)

@@ -1,0 +1,58 @@
+"""Webhook signature checks, shared by every hook (call log, chat, payments).
+
+All comparisons are constant-time (`hmac.compare_digest`). A failed check raises
+`BadSignature` with a reason for the 401; nothing is stored before a check passes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable
+from datetime import datetime
+
+TOLERANCE_SECONDS = 300
+
+
+class BadSignature(Exception):
+    """The request is not from the source it claims to be: answered 401, nothing stored."""
+
+
+def sign_timestamped(secret: str, timestamp: str, body: bytes) -> str:
+    """Our own scheme: `sha256=` + hex HMAC-SHA256 of `timestamp + "." + body`."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def check_timestamped(
+    secret: str, timestamp: str | None, signature: str | None, body: bytes, now: datetime
+) -> None:
+    """`X-Timestamp` (Unix seconds, within 5 minutes of `now`) and `X-Signature`."""
+    if not timestamp or not signature:
+        raise BadSignature("X-Timestamp and X-Signature headers are required")
+    if not timestamp.isdigit():
+        raise BadSignature("X-Timestamp must be Unix seconds")
+    if abs(now.timestamp() - int(timestamp)) > TOLERANCE_SECONDS:
+        raise BadSignature(f"X-Timestamp is more than {TOLERANCE_SECONDS} s from our clock")
+    expected = sign_timestamped(secret, timestamp, body)
+    if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
+        raise BadSignature("X-Signature does not match the body and the source's secret")
+
+
+def twilio_signature(auth_token: str, url: str, params: Iterable[tuple[str, str]]) -> str:
+    """Twilio's scheme: base64 HMAC-SHA1 of the full URL followed by every POST parameter,
+    sorted by name, as name + value (repeated names: each value, in sorted order)."""
+    data = url + "".join(name + value for name, value in sorted(params))
+    mac = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1)
+    return base64.b64encode(mac.digest()).decode()
+
+
+def check_twilio(
+    auth_token: str, url: str, params: Iterable[tuple[str, str]], signature: str | None
+) -> None:
+    if not signature:
+        raise BadSignature("the X-Twilio-Signature header is required")
+    expected = twilio_signature(auth_token, url, params)
+    if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
+        raise BadSignature("X-Twilio-Signature does not match the URL, parameters and token")

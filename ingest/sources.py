@@ -1,0 +1,87 @@
+"""Webhook sources: register an integration, seal its secrets, find it when a hook arrives.
+
+`POST /api/sources` lands here; each kind (`calllog`, `twilio_voice`; the chat issue adds
+its own) says which of its settings are secret. Our own signing secrets are generated here
+and returned once; every secret is stored sealed (`ingest.sealing`), never shown again.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crm_core.errors import NotFound
+from crm_core.models import Source
+from ingest.sealing import Sealer
+
+# Per kind: the settings that are secret (sealed, never returned), and whether we make the
+# signing secret ourselves (returned once) or the provider holds it.
+SECRET_SETTINGS = {"calllog": ("secret",), "twilio_voice": ("auth_token",)}
+GENERATED_SECRET = {"calllog": "secret"}
+HOOK_PATHS = {"calllog": "/hooks/calllog/{id}", "twilio_voice": "/hooks/calllog/{id}"}
+
+
+@dataclass(frozen=True)
+class ActiveSource:
+    """A live source as a hook needs it: its public settings and unsealed secrets."""
+
+    id: int
+    kind: str
+    settings: dict[str, Any]
+    secrets: dict[str, str]
+
+
+def register(
+    session: Session, sealer: Sealer, kind: str, name: str, given: dict[str, Any]
+) -> tuple[Source, str | None]:
+    """Store a new source; returns it and the secret to show once (None if not ours)."""
+    hidden = {key: str(given.pop(key)) for key in SECRET_SETTINGS[kind] if key in given}
+    shown = None
+    if kind in GENERATED_SECRET:
+        shown = hidden[GENERATED_SECRET[kind]] = secrets.token_urlsafe(32)
+    source = Source(
+        kind=kind,
+        name=name,
+        settings={k: v for k, v in given.items() if v is not None},
+        sealed=sealer.seal(hidden),
+    )
+    session.add(source)
+    session.flush()
+    return source, shown
+
+
+def list_sources(session: Session) -> list[Source]:
+    return list(session.scalars(select(Source).order_by(Source.id)))
+
+
+def get(session: Session, source_id: int) -> Source:
+    source = session.get(Source, source_id)
+    if source is None:
+        raise NotFound(f"source {source_id} does not exist")
+    return source
+
+
+def revoke(session: Session, source_id: int, now: datetime) -> None:
+    source = get(session, source_id)
+    if source.revoked_at is None:
+        source.revoked_at = now
+
+
+def active(
+    session: Session, sealer: Sealer, source_id: int, kinds: tuple[str, ...]
+) -> ActiveSource:
+    """The live source of one of `kinds`; NotFound for any other (unknown, revoked, or a
+    source of another kind), with the same message so a caller learns nothing more."""
+    source = session.get(Source, source_id)
+    if source is None or source.revoked_at is not None or source.kind not in kinds:
+        raise NotFound(f"no active source {source_id} for this hook")
+    return ActiveSource(source.id, source.kind, dict(source.settings), sealer.unseal(source.sealed))
+
+
+def hook_path(source: Source) -> str:
+    return HOOK_PATHS[source.kind].format(id=source.id)
