@@ -425,3 +425,13 @@ def test_a_batch_of_1000_calls(
         assert session.scalar(select(func.count()).select_from(HistoryEntry)) == 1000
     assert counters(api, anna["id"])["incoming"] == 1000
     assert {len(history(api, c["id"])) for c in cards[:3]} == {20}
+
+
+def test_the_hook_format_is_documented_in_openapi(api: httpx.Client) -> None:
+    spec = api.get("/openapi.json").json()
+    hook = spec["paths"]["/hooks/calllog/{source_id}"]["post"]
+    body = hook["requestBody"]
+    assert "X-Signature" in body["description"]
+    example = body["content"]["application/json"]["examples"]["one call"]["value"]
+    assert example["direction"] == "incoming" and example["started_at"].endswith("+01:00")
+    assert "401" in hook["responses"]
