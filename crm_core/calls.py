@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from crm_core import activities, focus, services
 from crm_core.errors import NotFound
@@ -92,7 +92,9 @@ def record_call(
         card_id = card_for_contact(session, contact.id)
         if card_id is None:
             return Placed(None, contact.id, created=False)
-    card = session.scalar(select(Card).where(Card.id == card_id).with_for_update())
+    card = session.scalar(
+        select(Card).where(Card.id == card_id).options(lazyload(Card.contacts)).with_for_update()
+    )
     if card is None:
         raise NotFound(f"card {card_id} does not exist")
     existing = session.scalar(

@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from crm_core import activities, counters, focus
 from crm_core.errors import Conflict, Forbidden, InvalidInput, NotFound, get_or_not_found
@@ -191,7 +191,10 @@ def contact_by_email(
 def contact_by_phone(session: Session, number: str) -> Contact:
     """The contact with this E.164 number, made if there is none."""
     contact = session.scalar(
-        select(Contact).join(ContactPhone).where(ContactPhone.number == number)
+        select(Contact)
+        .join(ContactPhone)
+        .where(ContactPhone.number == number)
+        .options(lazyload(Contact.emails), lazyload(Contact.phones))
     )
     if contact is None:
         contact = Contact(name=number, phones=[ContactPhone(number=number)])
