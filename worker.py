@@ -25,7 +25,7 @@ QUEUE = "ingest"
 TIME_LIMIT_MS = 120_000
 Processor = Callable[[sessionmaker[Session], int], None]
 
-# One processing function per inbound channel; calls and chat join here.
+# One processing function per inbound channel; `ingest.runtime` gives each its settings.
 PROCESSORS: dict[str, Processor] = {"email": process_email}
 
 

@@ -47,8 +47,8 @@ class Call:
 
 @dataclass(frozen=True)
 class Placed:
-    card_id: int | None  # None: no open card for the number (the unmatched list)
-    contact_id: int
+    card_id: int | None  # None: no open card for the contact (the unmatched list)
+    contact_id: int | None  # None: nothing to find the contact by (a chat visitor's id only)
     created: bool
 
 

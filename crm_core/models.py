@@ -211,6 +211,29 @@ class Source(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
+class ChatMessage(Base):
+    """One provider message (chat widget, WhatsApp, SMS) by the provider's id: the history
+    entry it became, and its delivery status, which may arrive before the message itself."""
+
+    __tablename__ = "chat_messages"
+    __table_args__ = (Index("ix_chat_messages_reply_to", "source_id", "reply_to"),)
+
+    source_id: Mapped[int] = mapped_column(
+        ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True
+    )
+    message_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    history_entry_id: Mapped[int | None] = mapped_column(
+        ForeignKey("history_entries.id", ondelete="SET NULL"), default=None
+    )
+    # sent < delivered < read; failed ends it (with `status_error`). None: no status yet.
+    status: Mapped[str | None] = mapped_column(String(32), default=None)
+    status_rank: Mapped[int] = mapped_column(Integer, default=-1)
+    status_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    status_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # The message this one answers: a reply may be processed before what it quotes.
+    reply_to: Mapped[str | None] = mapped_column(String(200), default=None)
+
+
 class HistoryEntry(Base):
     """One item of a card's timeline; `data` holds the type's own fields (from, to, subject...)."""
 

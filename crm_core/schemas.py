@@ -368,7 +368,51 @@ class TwilioVoiceSourceIn(BaseModel):
     default_region: Region | None = None
 
 
-SourceIn = Annotated[CallLogSourceIn | TwilioVoiceSourceIn, Field(discriminator="kind")]
+class WidgetSourceIn(BaseModel):
+    """Our website chat widget: requests signed like the call-log app's (secret shown once)."""
+
+    kind: Literal["widget"]
+    name: str = Field(min_length=1, max_length=200)
+    default_region: Region | None = None
+
+
+class WhatsAppSourceIn(BaseModel):
+    """A WhatsApp Cloud API phone number (Meta app webhooks)."""
+
+    kind: Literal["whatsapp"]
+    name: str = Field(min_length=1, max_length=200)
+    app_secret: str = Field(
+        min_length=1, max_length=200, description="the Meta app's secret (never shown again)"
+    )
+    verify_token: str = Field(
+        min_length=8,
+        max_length=200,
+        description="the token typed in Meta's webhook settings (never shown again)",
+    )
+    default_region: Region | None = None
+
+
+class TwilioMessagingSourceIn(BaseModel):
+    """Twilio Programmable Messaging: SMS and WhatsApp, signed with the auth token."""
+
+    kind: Literal["twilio"]
+    name: str = Field(min_length=1, max_length=200)
+    auth_token: str = Field(min_length=1, max_length=200, description="never shown again")
+    public_base_url: HttpUrl = Field(
+        description="scheme://host[:port] Twilio calls, e.g. https://crm.example.com; the "
+        "signature covers this plus the request's path and query, whatever a proxy changes"
+    )
+    default_region: Region | None = None
+
+
+SourceIn = Annotated[
+    CallLogSourceIn
+    | TwilioVoiceSourceIn
+    | WidgetSourceIn
+    | WhatsAppSourceIn
+    | TwilioMessagingSourceIn,
+    Field(discriminator="kind"),
+]
 
 
 class SourceOut(BaseModel):
@@ -436,13 +480,16 @@ class TwilioCallStatusIn(BaseModel):
 
 class HookRejection(BaseModel):
     index: int
-    call_id: str | None
+    call_id: str | None = None
+    message_id: str | None = None
     error: str
 
 
 class HookAccepted(BaseModel):
-    accepted: int = Field(description="calls stored (a retry of a stored call counts again)")
-    ids: list[int] = Field(description="inbound item of each accepted call, in order")
+    accepted: int = Field(
+        description="calls or messages stored (a retry of a stored one counts again)"
+    )
+    ids: list[int] = Field(description="inbound item of each accepted input, in order")
     rejected: list[HookRejection] = Field(default_factory=list)
     ignored: str | None = Field(None, description="why nothing was stored, when so")
 

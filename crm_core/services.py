@@ -188,8 +188,8 @@ def contact_by_email(
     return contact
 
 
-def contact_by_phone(session: Session, number: str) -> Contact:
-    """The contact with this E.164 number, made if there is none."""
+def contact_by_phone(session: Session, number: str, name: str = "") -> Contact:
+    """The contact with this E.164 number, made (named `name`, else the number) if none."""
     contact = session.scalar(
         select(Contact)
         .join(ContactPhone)
@@ -197,7 +197,7 @@ def contact_by_phone(session: Session, number: str) -> Contact:
         .options(lazyload(Contact.emails), lazyload(Contact.phones))
     )
     if contact is None:
-        contact = Contact(name=number, phones=[ContactPhone(number=number)])
+        contact = Contact(name=name or number, phones=[ContactPhone(number=number)])
         session.add(contact)
         session.flush()
     return contact

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -24,9 +24,12 @@ from crm_core.api import Clock, make_router
 from crm_core.db import read_only, unit_of_work
 from crm_core.errors import Conflict, CoreError, Forbidden, InvalidInput, NotFound
 from crm_core.models import InboundStatus, Source, utcnow
-from ingest import inbound, sources
+from ingest import inbound, placement, sources
 from ingest.calllog import webhook as calllog_hook
-from ingest.calllog.processing import attach_call
+from ingest.calllog.processing import place_call
+from ingest.chat import payloads as chat_payloads
+from ingest.chat import webhook as chat_hook
+from ingest.chat.processing import place_chat
 from ingest.errors import RejectedInput, StoreUnavailable
 from ingest.mailbox.addresses import encode_archive_address, hash_archive_token, new_archive_token
 from ingest.runtime import Runtime
@@ -213,6 +216,46 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         await run_in_threadpool(enqueue_all, calllog_hook.CHANNEL, accepted.ids)
         return accepted
 
+    @app.get("/hooks/chat/{source_id}", response_class=PlainTextResponse)
+    def chat_subscription(
+        source_id: int,
+        mode: Annotated[str | None, Query(alias="hub.mode")] = None,
+        token: Annotated[str | None, Query(alias="hub.verify_token")] = None,
+        challenge: Annotated[str | None, Query(alias="hub.challenge")] = None,
+    ) -> str:
+        """Meta's verification request for a `whatsapp` source: the challenge, as text,
+        when the verify token is right; 403 otherwise."""
+        return chat_hook.verify_subscription(
+            sessions, runtime.sealer, source_id, mode, token, challenge
+        )
+
+    @app.post(
+        "/hooks/chat/{source_id}",
+        status_code=202,
+        openapi_extra=CHAT_OPENAPI,
+        responses={401: {"description": "bad or missing signature; nothing stored"}},
+    )
+    async def chat(request: Request, source_id: int) -> Response:
+        """Messages and delivery statuses from a `widget` (our JSON, signed like the call-log
+        hook), `whatsapp` (Cloud API, `X-Hub-Signature-256`) or `twilio` (SMS and WhatsApp,
+        `X-Twilio-Signature`) source. Each event is stored before the answer: 202 with the
+        ids for the widget, 200 for WhatsApp (Meta wants 200), empty TwiML for Twilio."""
+        body = await request.body()
+        query = f"?{request.url.query}" if request.url.query else ""
+        accepted = await run_in_threadpool(
+            chat_hook.accept,
+            sessions,
+            runtime.sealer,
+            calllog_hook.Request(source_id, request.headers, request.url.path + query, body),
+            clock(),
+            settings.default_region,
+        )
+        await run_in_threadpool(enqueue_all, chat_hook.CHANNEL, accepted.answer.ids)
+        if accepted.kind == "twilio":
+            return Response(TWIML_EMPTY, status_code=200, media_type="text/xml")
+        code = 200 if accepted.kind == "whatsapp" else 202
+        return JSONResponse(accepted.answer.model_dump(mode="json"), status_code=code)
+
     def enqueue_all(channel: str, ids: list[int]) -> None:
         for item_id in ids:
             try:
@@ -229,11 +272,17 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         items = inbound.list_items(sessions, InboundStatus.UNMATCHED.value, limit)
         return schemas.InboundListOut(items=[schemas.InboundOut.model_validate(i) for i in items])
 
+    region = settings.default_region
+    unmatched_places: dict[str, placement.Place] = {
+        "call": lambda session, item, now, card: place_call(session, item, now, card, region),
+        "chat": lambda session, item, now, card: place_chat(session, item, now, card, region),
+    }
+
     @app.post("/api/unmatched/{item_id}/attach", dependencies=auth)
     def attach(item_id: int, body: schemas.AttachIn) -> schemas.InboundOut:
         """Put an unmatched input on a card, with every effect it would have had there."""
         with writing() as session:
-            item = attach_call(session, item_id, body.card_id, settings.default_region, clock())
+            item = placement.attach(session, item_id, body.card_id, unmatched_places, clock())
             return schemas.InboundOut.model_validate(item)
 
     return app
@@ -275,6 +324,42 @@ CALLLOG_OPENAPI: dict[str, Any] = {
         },
     }
 }
+
+
+_CHAT_EXAMPLE = {
+    "message_id": "w-20261122-0001",
+    "visitor": {"id": "v-42", "name": "John Doe", "email": "john.doe@acme.com", "phone": None},
+    "text": "Hello, is the offer still valid?",
+    "sent_at": "2026-11-22T10:15:00+01:00",
+    "attachments": [{"url": "https://cdn.example.com/f/quote.pdf", "name": "quote.pdf"}],
+}
+
+CHAT_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": (
+            'For a `widget` source: one message (or `{"type": "status", "message_id", '
+            '"status", "at"}` for a delivery report), signed like the call-log hook: '
+            '`X-Timestamp` and `X-Signature: sha256=<hex HMAC-SHA256 of timestamp + "." + raw '
+            "body>`. For a `whatsapp` source: the Cloud API webhook as Meta sends it, with "
+            "`X-Hub-Signature-256`. For a `twilio` source: Twilio's form-encoded incoming "
+            "message webhook or message status callback, with `X-Twilio-Signature`. A message "
+            "id already received is answered 2xx again and changes nothing."
+        ),
+        "content": {
+            "application/json": {
+                "schema": chat_payloads.WidgetMessageIn.model_json_schema(),
+                "examples": {"a visitor's message": {"value": _CHAT_EXAMPLE}},
+            },
+            "application/x-www-form-urlencoded": {
+                "schema": chat_payloads.TwilioMessageIn.model_json_schema()
+            },
+        },
+    }
+}
+
+# Twilio reads the answer to a message webhook as TwiML: an empty one sends no reply.
+TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
 class _HttpServer(uvicorn.Server):

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crm_core.db import make_engine, make_session_factory
 from ingest.calllog.processing import process_call
+from ingest.chat.processing import process_chat
 from ingest.embedded import EmbeddedRedis
 from ingest.mailbox.processing import AttachmentLimits, process_email
 from ingest.sealing import Sealer, SealingError, key_file
@@ -58,6 +59,7 @@ def build_runtime(settings: Settings) -> Runtime:
         processors={
             "email": functools.partial(process_email, limits=limits),
             "call": functools.partial(process_call, default_region=settings.default_region),
+            "chat": functools.partial(process_chat, default_region=settings.default_region),
         },
     )
     return Runtime(settings, engine, sessions, pipeline, embedded, sealer)

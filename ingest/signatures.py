@@ -56,3 +56,17 @@ def check_twilio(
     expected = twilio_signature(auth_token, url, params)
     if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
         raise BadSignature("X-Twilio-Signature does not match the URL, parameters and token")
+
+
+def hub_signature(app_secret: str, body: bytes) -> str:
+    """Meta's scheme (WhatsApp Cloud API): `sha256=` + hex HMAC-SHA256 of the raw body,
+    keyed with the app secret."""
+    return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def check_hub(app_secret: str, body: bytes, signature: str | None) -> None:
+    if not signature:
+        raise BadSignature("the X-Hub-Signature-256 header is required")
+    expected = hub_signature(app_secret, body)
+    if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
+        raise BadSignature("X-Hub-Signature-256 does not match the body and the app secret")

@@ -1,8 +1,9 @@
 """Webhook sources: register an integration, seal its secrets, find it when a hook arrives.
 
-`POST /api/sources` lands here; each kind (`calllog`, `twilio_voice`; the chat issue adds
-its own) says which of its settings are secret. Our own signing secrets are generated here
-and returned once; every secret is stored sealed (`ingest.sealing`), never shown again.
+`POST /api/sources` lands here; each kind (`calllog`, `twilio_voice`, and the chat kinds
+`widget`, `whatsapp`, `twilio`) says which of its settings are secret. Our own signing
+secrets are generated here and returned once; every secret is stored sealed
+(`ingest.sealing`), never shown again.
 """
 
 from __future__ import annotations
@@ -21,9 +22,21 @@ from ingest.sealing import Sealer
 
 # Per kind: the settings that are secret (sealed, never returned), and whether we make the
 # signing secret ourselves (returned once) or the provider holds it.
-SECRET_SETTINGS = {"calllog": ("secret",), "twilio_voice": ("auth_token",)}
-GENERATED_SECRET = {"calllog": "secret"}
-HOOK_PATHS = {"calllog": "/hooks/calllog/{id}", "twilio_voice": "/hooks/calllog/{id}"}
+SECRET_SETTINGS = {
+    "calllog": ("secret",),
+    "twilio_voice": ("auth_token",),
+    "widget": ("secret",),
+    "whatsapp": ("app_secret", "verify_token"),
+    "twilio": ("auth_token",),
+}
+GENERATED_SECRET = {"calllog": "secret", "widget": "secret"}
+HOOK_PATHS = {
+    "calllog": "/hooks/calllog/{id}",
+    "twilio_voice": "/hooks/calllog/{id}",
+    "widget": "/hooks/chat/{id}",
+    "whatsapp": "/hooks/chat/{id}",
+    "twilio": "/hooks/chat/{id}",
+}
 
 
 @dataclass(frozen=True)

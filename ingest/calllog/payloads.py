@@ -93,7 +93,7 @@ def calllog_call(source_id: int, raw: bytes, region: str, where: str = "") -> Ca
         call_id=parsed.call_id,
         provider="calllog",
         employee=str(parsed.employee),
-        number=_number(parsed.number, region, f"{where}.number" if where else "number"),
+        number=number_field(parsed.number, region, f"{where}.number" if where else "number"),
         direction=parsed.direction,
         outcome=parsed.outcome,
         started_at=parsed.started_at,
@@ -133,7 +133,7 @@ def twilio_call(
         call_id=parsed.CallSid,
         provider="twilio",
         employee=_twilio_employee(ours, settings, region),
-        number=_number(theirs, region, "From" if incoming else "To"),
+        number=number_field(theirs, region, "From" if incoming else "To"),
         direction="incoming" if incoming else "outgoing",
         outcome=outcome,
         started_at=ended - timedelta(seconds=duration),
@@ -161,7 +161,7 @@ def _twilio_employee(number: str, settings: dict[str, Any], region: str) -> str:
     return str(default)
 
 
-def _number(raw: str, region: str, field: str) -> str:
+def number_field(raw: str, region: str, field: str) -> str:
     try:
         return normalize_phone(raw, region)
     except InvalidInput as exc:
