@@ -193,6 +193,11 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
             sources.revoke(session, source_id, clock())
         return Response(status_code=204)
 
+    async def hook_request(request: Request, source_id: int) -> sources.HookRequest:
+        query = f"?{request.url.query}" if request.url.query else ""
+        body = await request.body()
+        return sources.HookRequest(source_id, request.headers, request.url.path + query, body)
+
     @app.post(
         "/hooks/calllog/{source_id}",
         status_code=202,
@@ -203,13 +208,11 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         """Calls from a `calllog` source (our JSON, signed) or a `twilio_voice` source
         (Twilio's status callback, `X-Twilio-Signature`). Every call is stored before the
         answer; a batch with bad calls stores the good ones and lists the bad ones."""
-        body = await request.body()
-        query = f"?{request.url.query}" if request.url.query else ""
         accepted = await run_in_threadpool(
             calllog_hook.accept,
             sessions,
             runtime.sealer,
-            calllog_hook.Request(source_id, request.headers, request.url.path + query, body),
+            await hook_request(request, source_id),
             clock(),
             settings.default_region,
         )
@@ -240,13 +243,11 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         hook), `whatsapp` (Cloud API, `X-Hub-Signature-256`) or `twilio` (SMS and WhatsApp,
         `X-Twilio-Signature`) source. Each event is stored before the answer: 202 with the
         ids for the widget, 200 for WhatsApp (Meta wants 200), empty TwiML for Twilio."""
-        body = await request.body()
-        query = f"?{request.url.query}" if request.url.query else ""
         accepted = await run_in_threadpool(
             chat_hook.accept,
             sessions,
             runtime.sealer,
-            calllog_hook.Request(source_id, request.headers, request.url.path + query, body),
+            await hook_request(request, source_id),
             clock(),
             settings.default_region,
         )

@@ -9,6 +9,7 @@ secrets are generated here and returned once; every secret is stored sealed
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crm_core.errors import NotFound
-from crm_core.models import Source
+from crm_core.models import InboundItem, Source
+from ingest.errors import RejectedInput
 from ingest.sealing import Sealer
 
 # Per kind: the settings that are secret (sealed, never returned), and whether we make the
@@ -37,6 +39,16 @@ HOOK_PATHS = {
     "whatsapp": "/hooks/chat/{id}",
     "twilio": "/hooks/chat/{id}",
 }
+
+
+@dataclass(frozen=True)
+class HookRequest:
+    """What a hook needs of an HTTP request, whatever the web framework."""
+
+    source_id: int
+    headers: Mapping[str, str]  # case-insensitive, as the web framework gives them
+    path_and_query: str
+    body: bytes
 
 
 @dataclass(frozen=True)
@@ -98,3 +110,11 @@ def active(
 
 def hook_path(source: Source) -> str:
     return HOOK_PATHS[source.kind].format(id=source.id)
+
+
+def of_item(session: Session, item: InboundItem, default_region: str) -> tuple[Source, str]:
+    """The source a stored input came from, and the region its numbers are read in."""
+    source = session.get(Source, item.meta.get("source_id"))
+    if source is None:
+        raise RejectedInput("its source no longer exists")
+    return source, source.settings.get("default_region") or default_region

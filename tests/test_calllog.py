@@ -330,8 +330,14 @@ TWILIO_NO_ANSWER = {  # a status callback as Twilio documents it (Voice webhooks
 def post_twilio(
     api: httpx.Client, hook: dict[str, Any], params: dict[str, str], token: str
 ) -> httpx.Response:
-    path = f"/hooks/calllog/{hook['id']}"
-    # Twilio signs the public URL it called, not the address behind our proxy
+    return post_twilio_form(api, f"/hooks/calllog/{hook['id']}", params, token)
+
+
+def post_twilio_form(
+    api: httpx.Client, path: str, params: dict[str, str], token: str
+) -> httpx.Response:
+    """Post as Twilio does: form-encoded, signed over the public URL it called (not the
+    address behind our proxy), `https://crm.example.com` + path and query."""
     signature = twilio_signature(token, "https://crm.example.com" + path, params.items())
     return api.post(
         path,

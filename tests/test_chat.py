@@ -11,7 +11,6 @@ import json
 import time
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -27,7 +26,7 @@ from ingest.signatures import (
 )
 from tests.conftest import FakeClock
 from tests.helpers import counters, create_user, history, wait_for
-from tests.test_calllog import all_done, card_with_phone, source, stored_count
+from tests.test_calllog import all_done, card_with_phone, post_twilio_form, source, stored_count
 from tests.test_smtp import database_write_locked
 
 APP_SECRET = "meta-app-secret"
@@ -587,17 +586,7 @@ def post_twilio(
     token: str = TWILIO_TOKEN,
     query: str = "",
 ) -> httpx.Response:
-    path = path_of(hook) + query
-    # Twilio signs the public URL it called, not the address behind our proxy
-    signature = twilio_signature(token, "https://crm.example.com" + path, params.items())
-    return api.post(
-        path,
-        content=urlencode(params),
-        headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Twilio-Signature": signature,
-        },
-    )
+    return post_twilio_form(api, path_of(hook) + query, params, token)
 
 
 SMS = {  # Twilio's incoming message webhook, as documented
@@ -617,9 +606,15 @@ SMS = {  # Twilio's incoming message webhook, as documented
 }
 
 
-def test_twilio_sms_mms_and_whatsapp(api: httpx.Client, runtime: Runtime, worker: None) -> None:
+def test_twilio_sms_mms_and_whatsapp(
+    api: httpx.Client, runtime: Runtime, worker: None, clock: FakeClock
+) -> None:
     anna = create_user(api, "anna@example.com")
+    bob = create_user(api, "bob@example.com")
     deal = card_with_phone(api, anna["id"])
+    other = card_with_phone(api, anna["id"], "+33 1 40 00 00 00", title="Other deal")
+    comment(api, clock, other["id"], bob["id"])
+    assert kanban(api) == [other["id"], deal["id"]]
     hook = twilio_source(api)
 
     forged = post_twilio(api, hook, SMS, token="another-token")
@@ -659,6 +654,8 @@ def test_twilio_sms_mms_and_whatsapp(api: httpx.Client, runtime: Runtime, worker
     wa = entries[whatsapp["MessageSid"]]
     assert wa["type"] == "whatsapp" and wa["from"]["name"] == "John Doe"
     assert counters(api, anna["id"])["incoming"] == 3
+    assert card(api, deal["id"])["unread"] is True
+    assert kanban(api) == [deal["id"], other["id"]]
     # Processed in parallel: the last one processed gives the reason
     assert card(api, deal["id"])["focus_reason"] in {"incoming SMS", "incoming WhatsApp message"}
     waiting = api.get("/api/activities", params={"card_id": deal["id"]}).json()["items"]

@@ -12,8 +12,8 @@ from datetime import datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_core import calls
-from crm_core.models import InboundItem, Source
-from ingest import placement
+from crm_core.models import InboundItem
+from ingest import placement, sources
 from ingest.calllog import payloads
 from ingest.errors import RejectedInput
 
@@ -41,10 +41,7 @@ def place_call(
 
 
 def stored_call(session: Session, item: InboundItem, default_region: str) -> calls.Call:
-    source = session.get(Source, item.meta.get("source_id"))
-    if source is None:
-        raise RejectedInput("its source no longer exists")
-    region = source.settings.get("default_region") or default_region
+    source, region = sources.of_item(session, item, default_region)
     if source.kind == "calllog":
         return payloads.calllog_call(source.id, item.raw, region)
     call = payloads.twilio_call(source.id, item.raw, source.settings, region, item.received_at)

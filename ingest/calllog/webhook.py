@@ -7,8 +7,6 @@ call already stored (same source, same provider call id) gets its existing id ba
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,18 +23,10 @@ CHANNEL = "call"
 KINDS = ("calllog", "twilio_voice")
 
 
-@dataclass(frozen=True)
-class Request:
-    source_id: int
-    headers: Mapping[str, str]  # case-insensitive, as the web framework gives them
-    path_and_query: str
-    body: bytes
-
-
 def accept(
     sessions: sessionmaker[Session],
     sealer: Sealer,
-    request: Request,
+    request: sources.HookRequest,
     now: datetime,
     default_region: str,
 ) -> schemas.HookAccepted:

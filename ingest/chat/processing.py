@@ -12,10 +12,9 @@ from datetime import datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_core import chat
-from crm_core.models import InboundItem, Source
-from ingest import placement
+from crm_core.models import InboundItem
+from ingest import placement, sources
 from ingest.chat import payloads
-from ingest.errors import RejectedInput
 
 
 def process_chat(sessions: sessionmaker[Session], inbound_id: int, default_region: str) -> None:
@@ -46,10 +45,7 @@ def place_chat(
 
 
 def stored_event(session: Session, item: InboundItem, default_region: str) -> payloads.Event:
-    source = session.get(Source, item.meta.get("source_id"))
-    if source is None:
-        raise RejectedInput("its source no longer exists")
-    region = source.settings.get("default_region") or default_region
+    source, region = sources.of_item(session, item, default_region)
     if source.kind == "widget":
         return payloads.widget_event(source.id, item.raw, region)
     if source.kind == "whatsapp":

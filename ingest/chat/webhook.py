@@ -19,7 +19,6 @@ from crm_core.db import read_only
 from crm_core.errors import Forbidden, InvalidInput
 from ingest import inbound, sources
 from ingest.calllog.payloads import form_params
-from ingest.calllog.webhook import Request
 from ingest.chat import payloads
 from ingest.errors import RejectedInput
 from ingest.sealing import Sealer
@@ -38,7 +37,7 @@ class Accepted:
 def accept(
     sessions: sessionmaker[Session],
     sealer: Sealer,
-    request: Request,
+    request: sources.HookRequest,
     now: datetime,
     default_region: str,
 ) -> Accepted:
