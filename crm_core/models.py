@@ -211,6 +211,36 @@ class Source(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
+class Mailbox(Base):
+    """An IMAP mailbox the poller reads (SPEC "Mail: the per-card archive address", IMAP).
+
+    The password or OAuth2 token is sealed like the sources' secrets. The cursor is the
+    folder's UIDVALIDITY and the last UID taken: UIDs only mean something within one
+    UIDVALIDITY (RFC 3501 section 2.3.1.1), so a new one starts the folder over.
+    """
+
+    __tablename__ = "mailboxes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    security: Mapped[str] = mapped_column(String(16))  # tls | starttls | none
+    username: Mapped[str] = mapped_column(String(320))
+    auth: Mapped[str] = mapped_column(String(16), default="password")  # password | oauth2
+    sealed: Mapped[str] = mapped_column(Text)
+    folder: Mapped[str] = mapped_column(String(255), default="INBOX")
+    # Where a stored message goes; None: it is flagged \Seen and stays in the folder.
+    processed_folder: Mapped[str | None] = mapped_column(String(255), default=None)
+    uidvalidity: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_ok_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
 class ChatMessage(Base):
     """One provider message (chat widget, WhatsApp, SMS) by the provider's id: the history
     entry it became, and its delivery status, which may arrive before the message itself."""

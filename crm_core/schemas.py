@@ -436,6 +436,57 @@ class SourceListOut(BaseModel):
     items: list[SourceOut]
 
 
+# --- IMAP mailboxes -------------------------------------------------------------------
+
+
+class MailboxIn(BaseModel):
+    """An IMAP mailbox to read (for companies that cannot point an MX record at us)."""
+
+    name: str = Field("", max_length=200)
+    host: str = Field(min_length=1, max_length=255)
+    port: int = Field(ge=1, le=65535)
+    security: Literal["tls", "starttls", "none"] = Field(
+        description='"none" only for a loopback host: it would send the password in clear'
+    )
+    username: str = Field(min_length=1, max_length=320)
+    password: str | None = Field(None, min_length=1, max_length=1000, description="never shown")
+    oauth2_token: str | None = Field(
+        None, min_length=1, max_length=4000, description="XOAUTH2 access token, never shown"
+    )
+    folder: str = Field("INBOX", min_length=1, max_length=255)
+    processed_folder: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="move taken messages there; null: flag them \\Seen where they are",
+    )
+
+
+class MailboxOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    host: str
+    port: int
+    security: str
+    username: str
+    auth: str
+    folder: str
+    processed_folder: str | None
+    uidvalidity: int | None
+    last_uid: int
+    created_at: datetime
+    revoked_at: datetime | None
+    last_ok_at: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+
+
+class MailboxListOut(BaseModel):
+    items: list[MailboxOut]
+
+
 # --- call-log payloads -----------------------------------------------------------------
 
 

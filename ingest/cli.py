@@ -1,11 +1,13 @@
 """`crm-ingest`: the one entry point. `run` starts everything in one process with embedded
-defaults; `smtp`, `api`, `worker`, `sweeper` run one part each for production.
+defaults; `smtp`, `imap`, `api`, `worker`, `sweeper` run one part each for production;
+`mailbox` manages the IMAP mailboxes to read.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import os
 import secrets
@@ -20,9 +22,12 @@ from sqlalchemy import select
 
 from crm_core import services
 from crm_core.db import check_database, describe_url, unit_of_work, upgrade_schema
+from crm_core.errors import InvalidInput, NotFound
 from crm_core.models import Card, User, utcnow
 from ingest.http_app import create_app, make_http_server
+from ingest.mailbox import mailboxes
 from ingest.mailbox.addresses import encode_archive_address, hash_archive_token, new_archive_token
+from ingest.mailbox.imap_poller import ImapService
 from ingest.mailbox.smtp_handler import make_archive_handler, start_smtp_server
 from ingest.runtime import Runtime, build_runtime
 from ingest.settings import Settings, SettingsError, load_settings
@@ -36,11 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="SMTP + HTTP API + worker + sweeper in one process")
     commands.add_parser("smtp", help="the SMTP listener alone")
+    commands.add_parser("imap", help="the IMAP pollers alone (one per configured mailbox)")
     commands.add_parser("api", help="the HTTP API (and webhooks) alone")
     commands.add_parser("worker", help="a Dramatiq worker alone")
     commands.add_parser("sweeper", help="the sweeper alone (re-sends unprocessed inputs)")
     commands.add_parser("migrate", help="create or upgrade the database schema")
     commands.add_parser("demo", help="demo users and cards; prints each card's archive address")
+    _mailbox_parser(commands.add_parser("mailbox", help="add, list or remove IMAP mailboxes"))
     args = parser.parse_args(argv)
 
     try:
@@ -57,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runtime = _start(settings)
         try:
-            return COMMANDS[args.command](runtime)
+            return COMMANDS[args.command](runtime, args)
         finally:
             runtime.close()
     except StartupError as exc:
@@ -90,17 +97,19 @@ def _start(settings: Settings) -> Runtime:
     return runtime
 
 
-def cmd_run(rt: Runtime) -> int:
+def cmd_run(rt: Runtime, args: argparse.Namespace) -> int:
     upgrade_schema(rt.engine)
     token = _api_token(rt.settings)
     worker = rt.pipeline.start_worker(rt.settings.worker_threads)
     stop = threading.Event()
     sweeper = _start_sweeper(rt, stop)
+    imap = _start_imap(rt, stop)
     s = rt.settings
     print(
         f"crm-ingest running\n"
         f"  SMTP      {s.smtp_host}:{s.smtp_port}  (archive domain {s.archive_domain})\n"
         f"  HTTP API  http://{s.http_host}:{s.http_port}/docs\n"
+        f"  IMAP      the mailboxes of `crm-ingest mailbox list` (or /api/mailboxes)\n"
         f"  database  {s.effective_database_url()}\n"
         f"  API token {token}",
         flush=True,
@@ -110,21 +119,109 @@ def cmd_run(rt: Runtime) -> int:
     finally:
         stop.set()
         sweeper.join(timeout=10)
+        imap.join(timeout=15)
         worker.stop()
     return 0
 
 
-def cmd_smtp(rt: Runtime) -> int:
+def cmd_smtp(rt: Runtime, args: argparse.Namespace) -> int:
     asyncio.run(_serve(rt, "", smtp=True, http=False))
     return 0
 
 
-def cmd_api(rt: Runtime) -> int:
+def cmd_imap(rt: Runtime, args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    thread = _start_imap(rt, stop)
+    log.info("IMAP pollers started")
+    try:
+        _wait_for_signal()
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+    return 0
+
+
+def cmd_mailbox(rt: Runtime, args: argparse.Namespace) -> int:
+    """`mailbox add|list|remove`: the mailboxes the IMAP pollers read (as the API does)."""
+    upgrade_schema(rt.engine)
+    with unit_of_work(rt.sessions) as session:
+        if args.action == "add":
+            try:
+                mailbox = mailboxes.register(
+                    session,
+                    rt.sealer,
+                    name=args.name,
+                    host=args.host,
+                    port=args.port,
+                    security=args.security,
+                    username=args.username,
+                    password=_secret(args.password_file, "CRM_MAILBOX_PASSWORD", "password")
+                    if args.oauth2_token_file is None
+                    else None,
+                    oauth2_token=_secret(args.oauth2_token_file, "", "OAuth2 token")
+                    if args.oauth2_token_file is not None
+                    else None,
+                    folder=args.folder,
+                    processed_folder=args.processed_folder,
+                )
+            except (InvalidInput, ValueError) as exc:
+                print(f"crm-ingest mailbox add: {exc}", file=sys.stderr)
+                return 2
+            print(f"mailbox {mailbox.id}: {mailbox.username}@{mailbox.host}:{mailbox.port}")
+        elif args.action == "list":
+            for found in mailboxes.list_mailboxes(session):
+                state = "revoked" if found.revoked_at else (found.last_error or "ok")
+                print(
+                    f"{found.id}\t{found.username}@{found.host}:{found.port}/{found.folder}"
+                    f"\t{found.security}\tuid {found.last_uid}\t{state}"
+                )
+        else:
+            try:
+                mailboxes.revoke(session, args.id, utcnow())
+            except NotFound as exc:
+                print(f"crm-ingest mailbox remove: {exc}", file=sys.stderr)
+                return 2
+            print(f"mailbox {args.id} revoked")
+    return 0
+
+
+def _mailbox_parser(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    add = actions.add_parser(
+        "add",
+        help="read a mailbox; the password comes from --password-file, CRM_MAILBOX_PASSWORD "
+        "or a prompt, never from the command line",
+    )
+    add.add_argument("--host", required=True)
+    add.add_argument("--port", type=int, default=993)
+    add.add_argument("--security", choices=mailboxes.SECURITY, default="tls")
+    add.add_argument("--username", required=True)
+    add.add_argument("--password-file", type=Path)
+    add.add_argument("--oauth2-token-file", type=Path, help="an XOAUTH2 access token instead")
+    add.add_argument("--folder", default="INBOX")
+    add.add_argument("--processed-folder", help="move taken messages there (else flag \\Seen)")
+    add.add_argument("--name", default="")
+    actions.add_parser("list", help="the mailboxes, their cursor and last error")
+    remove = actions.add_parser("remove", help="stop reading a mailbox")
+    remove.add_argument("id", type=int)
+
+
+def _secret(path: Path | None, variable: str, what: str) -> str:
+    if path is not None:
+        return path.read_text().strip()
+    if variable and os.environ.get(variable):
+        return os.environ[variable]
+    if sys.stdin.isatty():
+        return getpass.getpass(f"{what}: ")
+    raise ValueError(f"no {what}: give a file or set {variable or 'a file'}")
+
+
+def cmd_api(rt: Runtime, args: argparse.Namespace) -> int:
     asyncio.run(_serve(rt, _api_token(rt.settings), smtp=False, http=True))
     return 0
 
 
-def cmd_worker(rt: Runtime) -> int:
+def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
     worker = rt.pipeline.start_worker(rt.settings.worker_threads)
     log.info("worker started with %d threads", rt.settings.worker_threads)
     try:
@@ -134,7 +231,7 @@ def cmd_worker(rt: Runtime) -> int:
     return 0
 
 
-def cmd_sweeper(rt: Runtime) -> int:
+def cmd_sweeper(rt: Runtime, args: argparse.Namespace) -> int:
     stop = threading.Event()
     thread = _start_sweeper(rt, stop)
     try:
@@ -145,13 +242,13 @@ def cmd_sweeper(rt: Runtime) -> int:
     return 0
 
 
-def cmd_migrate(rt: Runtime) -> int:
+def cmd_migrate(rt: Runtime, args: argparse.Namespace) -> int:
     upgrade_schema(rt.engine)
     print("database schema is up to date")
     return 0
 
 
-def cmd_demo(rt: Runtime) -> int:
+def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
     """Two users and three cards (made once; run it again for fresh addresses); prints each
     card's new archive address."""
     upgrade_schema(rt.engine)
@@ -197,6 +294,8 @@ def cmd_demo(rt: Runtime) -> int:
 COMMANDS = {
     "run": cmd_run,
     "smtp": cmd_smtp,
+    "imap": cmd_imap,
+    "mailbox": cmd_mailbox,
     "api": cmd_api,
     "worker": cmd_worker,
     "sweeper": cmd_sweeper,
@@ -281,6 +380,24 @@ def _start_sweeper(rt: Runtime, stop: threading.Event) -> threading.Thread:
         },
         daemon=True,
     )
+    thread.start()
+    return thread
+
+
+def _start_imap(rt: Runtime, stop: threading.Event) -> threading.Thread:
+    s = rt.settings
+    service = ImapService(
+        rt.sessions,
+        rt.sealer,
+        rt.pipeline.enqueue,
+        s.archive_domain,
+        poll_seconds=s.imap_poll_seconds,
+        idle_seconds=s.imap_idle_seconds,
+        reload_seconds=s.imap_reload_seconds,
+        ca_file=s.imap_ca_file or None,
+        stop=stop,
+    )
+    thread = threading.Thread(target=service.run, name="imap", daemon=True)
     thread.start()
     return thread
 

@@ -31,6 +31,7 @@ from ingest.chat import payloads as chat_payloads
 from ingest.chat import webhook as chat_hook
 from ingest.chat.processing import place_chat
 from ingest.errors import RejectedInput, StoreUnavailable
+from ingest.mailbox import mailboxes
 from ingest.mailbox.addresses import encode_archive_address, hash_archive_token, new_archive_token
 from ingest.runtime import Runtime
 from ingest.signatures import BadSignature
@@ -191,6 +192,34 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         """Revoke: its hook answers 404 from now on."""
         with writing() as session:
             sources.revoke(session, source_id, clock())
+        return Response(status_code=204)
+
+    @app.post("/api/mailboxes", status_code=201, dependencies=auth)
+    def create_mailbox(body: schemas.MailboxIn) -> schemas.MailboxOut:
+        """An IMAP mailbox to read; its password or token is never shown again."""
+        with writing() as session:
+            mailbox = mailboxes.register(session, runtime.sealer, **body.model_dump())
+            return schemas.MailboxOut.model_validate(mailbox)
+
+    @app.get("/api/mailboxes", dependencies=auth)
+    def list_mailboxes() -> schemas.MailboxListOut:
+        with reading() as session:
+            found = mailboxes.list_mailboxes(session)
+            return schemas.MailboxListOut(
+                items=[schemas.MailboxOut.model_validate(m) for m in found]
+            )
+
+    @app.get("/api/mailboxes/{mailbox_id}", dependencies=auth)
+    def get_mailbox(mailbox_id: int) -> schemas.MailboxOut:
+        """The mailbox with its cursor and its poller's last success or error."""
+        with reading() as session:
+            return schemas.MailboxOut.model_validate(mailboxes.get(session, mailbox_id))
+
+    @app.delete("/api/mailboxes/{mailbox_id}", status_code=204, dependencies=auth)
+    def revoke_mailbox(mailbox_id: int) -> Response:
+        """Stop reading it (within CRM_IMAP_RELOAD_SECONDS)."""
+        with writing() as session:
+            mailboxes.revoke(session, mailbox_id, clock())
         return Response(status_code=204)
 
     async def hook_request(request: Request, source_id: int) -> sources.HookRequest:

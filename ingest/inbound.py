@@ -6,6 +6,7 @@ finish it there (processed / rejected), or `record_failure` after an error of ou
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +30,15 @@ class NewInput:
     dedupe_key: str
     recipient: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    # Set when the front door already knows the input cannot be taken (e.g. an IMAP message
+    # with no archive address): kept, visible as rejected with this reason, never processed.
+    rejected: str | None = None
+
+
+def email_key(recipient: str, raw: bytes) -> str:
+    """One item per card: the same bytes to the same archive address are the same mail,
+    whether they came by SMTP or IMAP."""
+    return "email:" + hashlib.sha256(recipient.encode() + b"\0" + raw).hexdigest()
 
 
 def store(sessions: sessionmaker[Session], inputs: list[NewInput]) -> list[int]:
@@ -69,6 +79,8 @@ def _store(sessions: sessionmaker[Session], inputs: list[NewInput]) -> list[int]
                 received_at=now,
                 enqueued_at=now,
             )
+            if new.rejected is not None:
+                finish(item, InboundStatus.REJECTED, new.rejected)
             session.add(item)
             session.flush()
             ids.append(item.id)

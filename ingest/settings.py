@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     sweep_interval_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
     sweep_after_seconds: Annotated[float, Field(ge=0)] = 30.0
 
+    # IMAP pollers (mailboxes are configured through the API or `crm-ingest mailbox add`):
+    # the polling period of servers without IDLE, how often IDLE is renewed, how soon a
+    # mailbox added or revoked is picked up, and an extra CA bundle (PEM) for servers with
+    # certificates of an internal authority (empty: the system's CAs only).
+    imap_poll_seconds: Annotated[float, Field(gt=0)] = 60.0
+    imap_idle_seconds: Annotated[float, Field(gt=0, le=1740)] = 600.0
+    imap_reload_seconds: Annotated[float, Field(gt=0)] = 10.0
+    imap_ca_file: str = ""
+
     # Fernet key (urlsafe base64, 32 bytes) sealing the webhook sources' secrets in the
     # database. Empty: a key is made once and kept in data_dir/secret.key (mode 0600).
     secret_key: str = ""

@@ -97,8 +97,7 @@ class ArchiveHandler:
                 channel="email",
                 raw=raw,
                 recipient=recipient,
-                # One item per card; the same bytes to the same card again are the same item.
-                dedupe_key="email:" + hashlib.sha256(recipient.encode() + b"\0" + raw).hexdigest(),
+                dedupe_key=inbound.email_key(recipient, raw),
                 meta=meta,
             )
             for recipient in envelope.rcpt_tos

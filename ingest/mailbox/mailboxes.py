@@ -1,0 +1,247 @@
+"""IMAP mailboxes on the database side: register one (its secret sealed), list, revoke; the
+poller's cursor and health; and `take`, which routes one fetched message by the archive
+token in its recipients and stores it raw. No IMAP here: `imap_poller.py` talks to servers.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import hashlib
+import ipaddress
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import getaddresses
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from crm_core import services
+from crm_core.db import read_only, unit_of_work
+from crm_core.errors import InvalidInput, NotFound
+from crm_core.models import Mailbox, utcnow
+from ingest import inbound
+from ingest.mailbox.addresses import (
+    decode_archive_address,
+    encode_archive_address,
+    hash_archive_token,
+)
+from ingest.sealing import Sealer
+
+log = logging.getLogger(__name__)
+
+SECURITY = ("tls", "starttls", "none")
+# Where the archive address of a mail fetched from a catch-all mailbox can be: the
+# envelope recipient the delivering server wrote down first, then the visible ones.
+RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "To", "Cc")
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    """What a poller needs to connect: the settings and the unsealed secret."""
+
+    id: int
+    host: str
+    port: int
+    security: str
+    username: str
+    auth: str  # password | oauth2
+    secret: str
+    folder: str
+    processed_folder: str | None
+
+
+@dataclass(frozen=True)
+class Cursor:
+    uidvalidity: int | None
+    last_uid: int
+
+
+@dataclass(frozen=True)
+class Taken:
+    item_id: int
+    rejected: str | None  # why it cannot go to a card (then it stays in the mailbox)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def register(
+    session: Session,
+    sealer: Sealer,
+    *,
+    name: str,
+    host: str,
+    port: int,
+    security: str,
+    username: str,
+    password: str | None,
+    oauth2_token: str | None,
+    folder: str,
+    processed_folder: str | None,
+) -> Mailbox:
+    if security not in SECURITY:
+        raise InvalidInput(f"security: must be one of {', '.join(SECURITY)}")
+    if security == "none" and not is_loopback(host):
+        raise InvalidInput(
+            'security: "none" would send the password in clear; it is only allowed for a '
+            "loopback host (127.0.0.1, ::1, localhost)"
+        )
+    if (password is None) == (oauth2_token is None):
+        raise InvalidInput("password or oauth2_token: give exactly one of them")
+    if processed_folder is not None and processed_folder == folder:
+        raise InvalidInput("processed_folder: must differ from folder")
+    mailbox = Mailbox(
+        name=name or f"{username}@{host}",
+        host=host,
+        port=port,
+        security=security,
+        username=username,
+        auth="password" if password is not None else "oauth2",
+        sealed=sealer.seal({"secret": password if password is not None else str(oauth2_token)}),
+        folder=folder,
+        processed_folder=processed_folder,
+        last_uid=0,
+    )
+    session.add(mailbox)
+    session.flush()
+    return mailbox
+
+
+def list_mailboxes(session: Session) -> list[Mailbox]:
+    return list(session.scalars(select(Mailbox).order_by(Mailbox.id)))
+
+
+def get(session: Session, mailbox_id: int) -> Mailbox:
+    mailbox = session.get(Mailbox, mailbox_id)
+    if mailbox is None:
+        raise NotFound(f"mailbox {mailbox_id} does not exist")
+    return mailbox
+
+
+def revoke(session: Session, mailbox_id: int, now: datetime) -> None:
+    """Stop reading it (its poller stops within the service's reload period)."""
+    mailbox = get(session, mailbox_id)
+    if mailbox.revoked_at is None:
+        mailbox.revoked_at = now
+
+
+def active_ids(sessions: sessionmaker[Session]) -> list[int]:
+    with read_only(sessions) as session:
+        return list(
+            session.scalars(
+                select(Mailbox.id).where(Mailbox.revoked_at.is_(None)).order_by(Mailbox.id)
+            )
+        )
+
+
+def config(
+    sessions: sessionmaker[Session], sealer: Sealer, mailbox_id: int
+) -> MailboxConfig | None:
+    """The live mailbox's connection settings; None once it is revoked."""
+    with read_only(sessions) as session:
+        mailbox = session.get(Mailbox, mailbox_id)
+        if mailbox is None or mailbox.revoked_at is not None:
+            return None
+        return MailboxConfig(
+            id=mailbox.id,
+            host=mailbox.host,
+            port=mailbox.port,
+            security=mailbox.security,
+            username=mailbox.username,
+            auth=mailbox.auth,
+            secret=sealer.unseal(mailbox.sealed)["secret"],
+            folder=mailbox.folder,
+            processed_folder=mailbox.processed_folder,
+        )
+
+
+def cursor(sessions: sessionmaker[Session], mailbox_id: int) -> Cursor:
+    with read_only(sessions) as session:
+        mailbox = get(session, mailbox_id)
+        return Cursor(mailbox.uidvalidity, mailbox.last_uid)
+
+
+def move_cursor(
+    sessions: sessionmaker[Session], mailbox_id: int, uidvalidity: int, last_uid: int
+) -> None:
+    """Everything up to `last_uid` of this UIDVALIDITY is stored (or moved past, reported)."""
+    with unit_of_work(sessions) as session:
+        mailbox = get(session, mailbox_id)
+        mailbox.uidvalidity, mailbox.last_uid = uidvalidity, last_uid
+
+
+def report(sessions: sessionmaker[Session], mailbox_id: int, error: str | None) -> None:
+    """The poller's health, shown by `GET /api/mailboxes/{id}`: last success or last error."""
+    now = utcnow()
+    with unit_of_work(sessions) as session:
+        mailbox = session.get(Mailbox, mailbox_id)
+        if mailbox is None:
+            return
+        if error is None:
+            mailbox.last_ok_at = now
+        else:
+            mailbox.last_error, mailbox.last_error_at = error[:2000], now
+
+
+def take(
+    sessions: sessionmaker[Session],
+    mailbox_id: int,
+    uidvalidity: int,
+    uid: int,
+    raw: bytes,
+    archive_domain: str,
+) -> Taken:
+    """Store one fetched message: routed to the card of the first live archive token among
+    its recipients, or kept as rejected with the reason. The same bytes for the same card
+    (a refetch after a crash, a new UIDVALIDITY, the same mail by SMTP) are one item."""
+    meta = {"mailbox_id": mailbox_id, "uidvalidity": uidvalidity, "uid": uid}
+    token, why = _route(sessions, raw)
+    if token is None:
+        digest = hashlib.sha256(raw).hexdigest()
+        new = inbound.NewInput(
+            channel="email",
+            raw=raw,
+            dedupe_key=f"imap-unrouted:{mailbox_id}:{digest}",
+            meta=meta,
+            rejected=f"{why}; the message stays in the mailbox",
+        )
+    else:
+        recipient = encode_archive_address(token, archive_domain)
+        new = inbound.NewInput(
+            channel="email",
+            raw=raw,
+            dedupe_key=inbound.email_key(recipient, raw),
+            recipient=recipient,
+            meta=meta,
+        )
+    [item_id] = inbound.store(sessions, [new])
+    return Taken(item_id, new.rejected)
+
+
+def _route(sessions: sessionmaker[Session], raw: bytes) -> tuple[str | None, str]:
+    try:
+        headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+        addresses = [
+            address
+            for name in RECIPIENT_HEADERS
+            for _display, address in getaddresses([str(v) for v in headers.get_all(name, [])])
+        ]
+    except Exception as exc:  # any defect of the header block: the message cannot be read
+        return None, f"cannot be parsed: {type(exc).__name__}: {exc}"
+    tokens = [t for t in (decode_archive_address(a) for a in addresses) if t]
+    if not tokens:
+        return None, "no archive address in " + ", ".join(RECIPIENT_HEADERS)
+    now = utcnow()
+    with read_only(sessions) as session:
+        for token in dict.fromkeys(tokens):
+            if services.card_for_archive_token(session, hash_archive_token(token), now):
+                return token, ""
+    return None, "its archive address is unknown or revoked"
