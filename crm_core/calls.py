@@ -20,6 +20,7 @@ from crm_core.models import (
     Contact,
     HistoryEntry,
     User,
+    dedupe_key,
 )
 
 # An incoming call nobody took: the customer is waiting for a call back.
@@ -42,7 +43,7 @@ class Call:
 
     @property
     def dedupe_key(self) -> str:
-        return f"call:{self.source_id}:{self.call_id}"[:200]
+        return dedupe_key("call", self.source_id, self.call_id)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from crm_core.models import (
     ContactPhone,
     HistoryEntry,
     User,
+    dedupe_key,
 )
 
 # History types and the words a user reads for them ("incoming WhatsApp message").
@@ -70,7 +71,17 @@ class Message:
 
     @property
     def dedupe_key(self) -> str:
-        return f"chat:{self.source_id}:{self.message_id}"[:200]
+        return dedupe_key("chat", self.source_id, self.message_id)
+
+    @property
+    def asks_attention(self) -> bool:
+        """A customer's message is an incoming event; a reaction, or a notice of WhatsApp's
+        own (the customer changed numbers, opened the chat), is history only."""
+        return (
+            self.direction == "incoming"
+            and self.reaction is None
+            and self.kind not in ("system", "request_welcome")
+        )
 
 
 @dataclass(frozen=True)
@@ -87,22 +98,22 @@ class Status:
 def find_contact(
     session: Session, email: str | None, phone: str | None, name: str = ""
 ) -> Contact | None:
-    """The contact with this e-mail, else with this phone (E.164), made when neither is
-    known; the other detail is added to it when no contact has it yet. None without either."""
+    """The contact with this e-mail, else with this phone (E.164), made with both when
+    neither is known. A contact found is never given the other detail: a chat visitor
+    types what they like, and must not attach their number to someone else's contact.
+    None without either."""
     address = email.strip().lower() if email else None
     if not address and not phone:
         return None
     contact = services.contact_by_email(session, address, create=False) if address else None
     if contact is None and phone:
+        new = _unknown(session, ContactPhone.number, phone)
         contact = services.contact_by_phone(session, phone, name=name)
+        if new and address:  # a contact made now: with both details
+            contact.emails.append(ContactEmail(address=address))
+            session.flush()
     if contact is None:
         contact = services.contact_by_email(session, str(address), create=True, name=name)
-    assert contact is not None
-    if address and _unknown(session, ContactEmail.address, address):
-        contact.emails.append(ContactEmail(address=address))
-    if phone and _unknown(session, ContactPhone.number, phone):
-        contact.phones.append(ContactPhone(number=phone))
-    session.flush()
     return contact
 
 
@@ -188,9 +199,7 @@ def record_message(
     session.flush()
     row.history_entry_id = entry.id
     _thread(session, message, row, entry)
-    if message.reaction is not None:
-        pass  # a reaction asks nothing of anyone: history only
-    elif message.direction == "incoming":
+    if message.asks_attention:
         label = CHANNELS[message.channel]
         who = message.sender_name or message.phone or message.email or "a visitor"
         subject = f"{label[0].upper()}{label[1:]} from {who}: {_preview(message)}"
@@ -205,7 +214,7 @@ def record_message(
         )
         if contact is not None:
             activity.contacts.append(contact)
-    else:
+    elif message.direction == "outgoing":
         card.last_activity_at = now
         answered = _answer_waiting(session, card.id, message.channel, author, now)
         entry.data = {**entry.data, "answered": answered}
@@ -281,8 +290,15 @@ def _thread(session: Session, message: Message, row: ChatMessage, entry: History
 def _join(original: HistoryEntry, answer: HistoryEntry) -> None:
     reaction = answer.data.get("reaction")
     if reaction:
-        # WhatsApp: one reaction per person and message; an empty emoji removes it.
-        original.data = {**original.data, "customer_reaction": reaction.get("emoji") or None}
+        # WhatsApp: one reaction per person and message, the latest sent counts (whatever
+        # the order of processing); an empty emoji removes it.
+        sent = answer.occurred_at.isoformat()
+        if sent >= str(original.data.get("customer_reaction_at") or ""):
+            original.data = {
+                **original.data,
+                "customer_reaction": reaction.get("emoji") or None,
+                "customer_reaction_at": sent,
+            }
         return
     quoted = {
         "message_id": original.data.get("message_id"),

@@ -7,6 +7,7 @@ here too so one Alembic history covers the whole schema.
 from __future__ import annotations
 
 import enum
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +34,18 @@ from crm_core.db import Base
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+KEY_LENGTH = 200  # dedupe keys (inbound items, history entries)
+
+
+def dedupe_key(*parts: object) -> str:
+    """`part:part:...`, or its prefix and SHA-256 when longer than a key column holds:
+    two long ids that share a beginning must never become the same key."""
+    key = ":".join(str(p) for p in parts)
+    if len(key) <= KEY_LENGTH:
+        return key
+    return f"{parts[0]}-sha256:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -20,6 +21,19 @@ from pydantic import (
 )
 
 from crm_core.models import Activity, Card, HistoryEntry
+
+
+def _plausible(moment: datetime) -> datetime:
+    if not 1970 <= moment.year <= 2200:
+        raise ValueError("must be between 1970 and 2200")
+    return moment
+
+
+# A moment from outside (a call's start, a message's time): with its offset, and plausible,
+# so that nothing accepted at the door overflows later in a worker.
+Moment = Annotated[AwareDatetime, AfterValidator(_plausible)]
+# A reference to a CRM user in a payload: an id (a database integer) or an e-mail.
+UserRef = Annotated[int, Field(ge=1, le=2**31 - 1)] | EmailStr
 
 
 class UserIn(BaseModel):
@@ -381,6 +395,12 @@ class WhatsAppSourceIn(BaseModel):
 
     kind: Literal["whatsapp"]
     name: str = Field(min_length=1, max_length=200)
+    phone_number_id: str | None = Field(
+        None,
+        pattern=r"^[0-9]{1,32}$",
+        description="take only events of this business number (`metadata.phone_number_id`): "
+        "needed when one Meta app, one app secret, serves several numbers",
+    )
     app_secret: str = Field(
         min_length=1, max_length=200, description="the Meta app's secret (never shown again)"
     )
@@ -494,11 +514,11 @@ class CallIn(BaseModel):
     """One call as our call-log app sends it."""
 
     call_id: str = Field(min_length=1, max_length=200, description="the app's id of the call")
-    employee: int | EmailStr = Field(description="the CRM user: id or e-mail")
+    employee: UserRef = Field(description="the CRM user: id or e-mail")
     number: str = Field(min_length=1, max_length=64, description="the other party, any format")
     direction: Literal["incoming", "outgoing"]
     outcome: Literal["answered", "missed", "rejected", "voicemail", "busy", "blocked"]
-    started_at: AwareDatetime = Field(description="ISO 8601 with its UTC offset")
+    started_at: Moment = Field(description="ISO 8601 with its UTC offset")
     duration_seconds: int = Field(0, ge=0, le=7 * 24 * 3600)
     recording_url: HttpUrl | None = None
 

@@ -182,7 +182,7 @@ def contact_by_email(
         select(Contact).join(ContactEmail).where(ContactEmail.address == address)
     )
     if contact is None and create:
-        contact = Contact(name=name or address, emails=[ContactEmail(address=address)])
+        contact = Contact(name=(name or address)[:300], emails=[ContactEmail(address=address)])
         session.add(contact)
         session.flush()
     return contact
@@ -197,7 +197,7 @@ def contact_by_phone(session: Session, number: str, name: str = "") -> Contact:
         .options(lazyload(Contact.emails), lazyload(Contact.phones))
     )
     if contact is None:
-        contact = Contact(name=name or number, phones=[ContactPhone(number=number)])
+        contact = Contact(name=(name or number)[:300], phones=[ContactPhone(number=number)])
         session.add(contact)
         session.flush()
     return contact

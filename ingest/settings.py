@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     sweep_interval_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
     sweep_after_seconds: Annotated[float, Field(ge=0)] = 30.0
 
+    # Largest webhook body read (a batch of 1,000 calls is about 300 KB); larger gets 413.
+    hook_max_body_bytes: Annotated[int, Field(ge=1024)] = 5 * 1024 * 1024
+
     # IMAP pollers (mailboxes are configured through the API or `crm-ingest mailbox add`):
     # the polling period of servers without IDLE, how often IDLE is renewed, how soon a
     # mailbox added or revoked is picked up, and an extra CA bundle (PEM) for servers with

@@ -31,7 +31,7 @@ def check_timestamped(
     """`X-Timestamp` (Unix seconds, within 5 minutes of `now`) and `X-Signature`."""
     if not timestamp or not signature:
         raise BadSignature("X-Timestamp and X-Signature headers are required")
-    if not timestamp.isdigit():
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
         raise BadSignature("X-Timestamp must be Unix seconds")
     if abs(now.timestamp() - int(timestamp)) > TOLERANCE_SECONDS:
         raise BadSignature(f"X-Timestamp is more than {TOLERANCE_SECONDS} s from our clock")

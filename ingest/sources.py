@@ -102,7 +102,8 @@ def active(
 ) -> ActiveSource:
     """The live source of one of `kinds`; NotFound for any other (unknown, revoked, or a
     source of another kind), with the same message so a caller learns nothing more."""
-    source = session.get(Source, source_id)
+    # An id no database integer holds (a probe) is simply unknown.
+    source = session.get(Source, source_id) if 0 < source_id < 2**31 else None
     if source is None or source.revoked_at is not None or source.kind not in kinds:
         raise NotFound(f"no active source {source_id} for this hook")
     return ActiveSource(source.id, source.kind, dict(source.settings), sealer.unseal(source.sealed))

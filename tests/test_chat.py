@@ -11,6 +11,7 @@ import json
 import time
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -131,8 +132,10 @@ def test_widget_messages_replies_and_statuses(
     opened = card(api, deal["id"])
     assert opened["unread"] is True and opened["focus_reason"] == "incoming chat message"
     assert kanban(api) == [deal["id"], quiet["id"]]
-    # The phone he gave joins his contact (E.164), no second contact is made
-    assert [c["phones"] for c in opened["contacts"]] == [["+33612345678"]]
+    # What a visitor types is not proof: the phone is kept on the message (E.164), not
+    # added to John's contact
+    assert [c["phones"] for c in opened["contacts"]] == [[]]
+    assert entry["from"]["phone"] == "+33612345678"
     [chat_activity] = api.get("/api/activities", params={"type": "chat"}).json()["items"]
     assert chat_activity["is_open"] and chat_activity["incoming"]
 
@@ -770,3 +773,214 @@ def test_the_chat_hook_is_documented_in_openapi(api: httpx.Client) -> None:
     example = body["content"]["application/json"]["examples"]["a visitor's message"]["value"]
     assert example["visitor"]["id"] == "v-42"
     assert "get" in hook
+
+
+# --- hostile and odd input ------------------------------------------------------------
+
+
+def test_hostile_requests_get_a_clear_answer_and_store_nothing(
+    api: httpx.Client, runtime: Runtime, worker: None, clock: FakeClock
+) -> None:
+    create_user(api, "anna@example.com")
+    widget = source(api, kind="widget", name="Website chat")
+    whatsapp = whatsapp_source(api)
+    message = visitor_message("w-1", visitor=JOHN)
+    raw = json.dumps(message).encode()
+
+    def signed(stamp: bytes) -> httpx.Response:
+        return api.post(
+            path_of(widget),
+            content=raw,
+            headers={b"X-Timestamp": stamp, b"X-Signature": b"sha256=00"},
+        )
+
+    assert signed(b"9" * 400).status_code == 401
+    assert signed("²³".encode()).status_code == 401
+    assert post_widget(api, {"id": 99999999999999999999}, message, clock, "x").status_code == 404
+    assert api.get("/hooks/chat/99999999999999999999").status_code == 404
+    huge = api.post(path_of(widget), content=b"x" * (6 * 1024 * 1024))
+    assert huge.status_code == 413 and "larger than" in huge.json()["detail"]
+    cases = {
+        "sent_at: Value error, must be between 1970 and 2200": visitor_message(
+            "w-2", visitor=JOHN, sent_at="0001-01-01T00:00:00+01:00"
+        ),
+        "employee": visitor_message("w-3", visitor=JOHN, direction="outgoing", employee=10**40),
+    }
+    for expected, payload in cases.items():
+        response = post_widget(api, widget, payload, clock)
+        assert response.status_code == 422 and response.json()["detail"].startswith(expected)
+
+    def whatsapp_body(body: bytes) -> httpx.Response:
+        return api.post(
+            path_of(whatsapp),
+            content=body,
+            headers={"X-Hub-Signature-256": hub_signature(APP_SECRET, body)},
+        )
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    big_number = b'{"object": ' + b"9" * 5000 + b"}"
+    for body in (deep, big_number, b"\xff\xfe"):
+        response = whatsapp_body(body)
+        assert response.status_code == 422 and response.json()["detail"].startswith(
+            "body: not JSON"
+        )
+    far = from_customer("wamid.FAR", "text", {"body": "Hi"}, timestamp="999999999999")
+    response = post_whatsapp(api, whatsapp, webhook(messages=[far]))
+    assert response.status_code == 422 and "timestamp" in response.json()["detail"]
+    assert stored_count(runtime) == 0
+
+
+def test_odd_but_valid_messages_are_processed_not_failed(
+    api: httpx.Client, runtime: Runtime, worker: None, clock: FakeClock
+) -> None:
+    anna = create_user(api, "anna@example.com")
+    deal = card_with_phone(api, anna["id"])
+    widget = source(api, kind="widget", name="Website chat")
+    whatsapp = whatsapp_source(api)
+    with_nul = visitor_message("w-nul", "before\x00after", visitor={**JOHN, "phone": "0612345678"})
+    assert post_widget(api, widget, with_nul, clock).status_code == 202
+    odd_profiles = webhook(
+        contacts=[{"wa_id": CUSTOMER_WA, "profile": "not an object"}, 5],
+        messages=[from_customer("wamid.ODD", "text", {"body": "x" * 5})],
+    )
+    assert post_whatsapp(api, whatsapp, odd_profiles).status_code == 200
+    long_name = webhook(
+        contacts=[{"wa_id": "33698765432", "profile": {"name": "N" * 1000 + "\x00"}}],
+        messages=[{**from_customer("wamid.LONG", "text", {"body": "y"}), "from": "33698765432"}],
+    )
+    assert post_whatsapp(api, whatsapp, long_name).status_code == 200
+    wait_for(lambda: all_done(api, 3), what="three odd messages")
+    statuses = [i["status"] for i in api.get("/api/inbound").json()["items"]]
+    assert sorted(statuses) == ["processed", "processed", "unmatched"], statuses
+    texts = {e["message_id"]: e["text"] for e in history(api, deal["id"])}
+    assert texts == {"w-nul": "beforeafter", "wamid.ODD": "xxxxx"}
+
+
+def test_a_visitor_cannot_attach_their_number_to_someone_elses_contact(
+    api: httpx.Client, runtime: Runtime, worker: None, clock: FakeClock
+) -> None:
+    anna = create_user(api, "anna@example.com")
+    johns = api.post(
+        "/api/cards",
+        json={
+            "title": "John's deal",
+            "entity_type": "deal",
+            "stage": "new",
+            "responsible_id": anna["id"],
+            "contact_emails": ["john.doe@acme.com"],
+        },
+    ).json()
+    widget = source(api, kind="widget", name="Website chat")
+    twilio = twilio_source(api)
+    # A stranger types John's address and their own number in the chat
+    claim = visitor_message("w-1", visitor={"id": "v-9", **JOHN, "phone": "+44 20 7946 0958"})
+    assert post_widget(api, widget, claim, clock).status_code == 202
+    wait_for(lambda: all_done(api, 1), what="the chat message")
+    # Then their later SMS is not taken for John's
+    sms = {**SMS, "From": "+442079460958"}
+    assert post_twilio(api, twilio, sms).status_code == 200
+    wait_for(lambda: all_done(api, 2), what="the SMS")
+    assert [e["type"] for e in history(api, johns["id"])] == ["chat"]
+    [waiting] = api.get("/api/unmatched").json()["items"]
+    assert "+442079460958" in waiting["reason"]
+
+
+def test_replies_and_reactions_processed_before_what_they_quote(
+    api: httpx.Client, runtime: Runtime, worker: None
+) -> None:
+    anna = create_user(api, "anna@example.com")
+    deal = card_with_phone(api, anna["id"])
+    hook = whatsapp_source(api)
+
+    def send(*messages: dict[str, Any], done: int) -> None:
+        assert (
+            post_whatsapp(api, hook, webhook(contacts=PROFILE, messages=list(messages))).status_code
+            == 200
+        )
+        wait_for(lambda: all_done(api, done), what=f"{done} messages")
+
+    # The reply and two reactions come first (the later-sent reaction processed first)
+    reply = from_customer("wamid.R", "text", {"body": "See above"}, context={"id": "wamid.O"})
+    late = from_customer("wamid.X2", "reaction", {"message_id": "wamid.O", "emoji": "❤️"})
+    late["timestamp"] = "1763803200"
+    early = from_customer("wamid.X1", "reaction", {"message_id": "wamid.O", "emoji": "👍"})
+    early["timestamp"] = "1763803100"
+    send(reply, done=1)
+    send(late, done=2)
+    send(early, done=3)
+    entries = {e["message_id"]: e for e in history(api, deal["id"])}
+    assert entries["wamid.R"]["in_reply_to"] == {
+        "message_id": "wamid.O",
+        "history_id": None,
+        "text": None,
+    }
+    # When the original arrives, the reply quotes it and the latest reaction shows on it
+    send(from_customer("wamid.O", "text", {"body": "The original"}), done=4)
+    entries = {e["message_id"]: e for e in history(api, deal["id"])}
+    assert entries["wamid.R"]["in_reply_to"]["text"] == "The original"
+    assert entries["wamid.R"]["in_reply_to"]["history_id"] == entries["wamid.O"]["id"]
+    assert entries["wamid.O"]["customer_reaction"] == "❤️"
+    # Reactions asked nothing of anyone: two messages, two incoming activities
+    assert counters(api, anna["id"])["incoming"] == 2
+
+
+def test_whatsapp_notices_and_other_numbers(
+    api: httpx.Client, runtime: Runtime, worker: None
+) -> None:
+    anna = create_user(api, "anna@example.com")
+    deal = card_with_phone(api, anna["id"])
+    hook = source(
+        api,
+        kind="whatsapp",
+        name="WhatsApp Business",
+        app_secret=APP_SECRET,
+        verify_token=VERIFY_TOKEN,
+        phone_number_id="106540352242922",
+    )
+    assert APP_SECRET not in json.dumps(api.get("/api/sources").json())
+    assert VERIFY_TOKEN not in json.dumps(api.get(f"/api/sources/{hook['id']}").json())
+    system = from_customer(
+        "wamid.SYS",
+        "system",
+        {"body": "John changed their number", "type": "user_changed_number"},
+    )
+    assert post_whatsapp(api, hook, webhook(contacts=PROFILE, messages=[system])).status_code == 200
+    other_number = webhook(
+        contacts=PROFILE, messages=[from_customer("wamid.O", "text", {"body": "x"})]
+    )
+    other_number["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999"
+    response = post_whatsapp(api, hook, other_number)
+    assert response.status_code == 200 and response.json()["accepted"] == 0
+    assert "business number 999" in response.json()["ignored"]
+    wait_for(lambda: all_done(api, 1), what="the notice")
+    [entry] = history(api, deal["id"])
+    assert entry["kind"] == "system"
+    assert counters(api, anna["id"])["incoming"] == 0
+    assert card(api, deal["id"])["unread"] is False
+
+
+def test_twilio_signature_failures_at_the_hook(api: httpx.Client, runtime: Runtime) -> None:
+    hook = twilio_source(api)
+    assert TWILIO_TOKEN not in json.dumps(api.get(f"/api/sources/{hook['id']}").json())
+    path = path_of(hook)
+    good = twilio_signature(TWILIO_TOKEN, "https://crm.example.com" + path, SMS.items())
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    missing = api.post(path, content=urlencode(SMS), headers=form)
+    tampered = api.post(
+        path,
+        content=urlencode({**SMS, "Body": "Pay to IBAN X"}),
+        headers={**form, "X-Twilio-Signature": good},
+    )
+    # Signed for the address behind the proxy, not the public one Twilio called
+    internal = twilio_signature(TWILIO_TOKEN, "http://127.0.0.1:8000" + path, SMS.items())
+    wrong_url = api.post(
+        path, content=urlencode(SMS), headers={**form, "X-Twilio-Signature": internal}
+    )
+    junk = api.post(path, content=b"\xff=\xfe&&", headers={**form, "X-Twilio-Signature": good})
+    for response in (missing, tampered, wrong_url, junk):
+        assert response.status_code == 401, response.text
+    assert "X-Twilio-Signature" in missing.json()["detail"]
+    assert stored_count(runtime) == 0
+    # The good signature, for the record, is accepted
+    ok = api.post(path, content=urlencode(SMS), headers={**form, "X-Twilio-Signature": good})
+    assert ok.status_code == 200 and stored_count(runtime) == 1

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qsl
 
 from crm_core import schemas
 from crm_core.calls import Call
 from crm_core.errors import InvalidInput
 from crm_core.phones import normalize_phone
 from ingest.errors import RejectedInput
+from ingest.payloads import form_params, load_json, number_field, valid
 
 MAX_BATCH = 1000
 
@@ -46,10 +46,7 @@ def split_calllog(
     """The valid calls of a request (one call, or `{"calls": [...]}`) and the bad ones.
 
     A body that is no call at all raises RejectedInput naming what is wrong."""
-    try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RejectedInput(f"body: not JSON ({exc})") from None
+    document = load_json(body)
     if not isinstance(document, dict):
         raise RejectedInput('body: must be a call object or {"calls": [...]}')
     if "calls" not in document:
@@ -81,13 +78,7 @@ def split_calllog(
 
 def calllog_call(source_id: int, raw: bytes, region: str, where: str = "") -> Call:
     """One call of our format (as stored) -> Call; RejectedInput naming the bad field."""
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RejectedInput(f"{where or 'body'}: not JSON ({exc})") from None
-    parsed = schemas.validate(schemas.CallIn, data, where)
-    if isinstance(parsed, str):
-        raise RejectedInput(parsed)
+    parsed = valid(schemas.CallIn, load_json(raw, where or "body"), where)
     return Call(
         source_id=source_id,
         call_id=parsed.call_id,
@@ -102,20 +93,11 @@ def calllog_call(source_id: int, raw: bytes, region: str, where: str = "") -> Ca
     )
 
 
-def form_params(body: bytes) -> list[tuple[str, str]]:
-    try:
-        return parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise RejectedInput(f"body: not form-encoded parameters ({exc})") from None
-
-
 def twilio_call(
     source_id: int, raw: bytes, settings: dict[str, Any], region: str, received_at: datetime
 ) -> Call | None:
     """A Twilio Voice status callback (as stored) -> Call; None for a progress report."""
-    parsed = schemas.validate(schemas.TwilioCallStatusIn, dict(form_params(raw)))
-    if isinstance(parsed, str):
-        raise RejectedInput(parsed)
+    parsed = valid(schemas.TwilioCallStatusIn, dict(form_params(raw)))
     outcome = TWILIO_OUTCOMES.get(parsed.CallStatus)
     if outcome is None:
         return None
@@ -159,10 +141,3 @@ def _twilio_employee(number: str, settings: dict[str, Any], region: str) -> str:
             f"no employee for our number {number}: add it to the source's employees"
         )
     return str(default)
-
-
-def number_field(raw: str, region: str, field: str) -> str:
-    try:
-        return normalize_phone(raw, region)
-    except InvalidInput as exc:
-        raise RejectedInput(f"{field}: {exc}") from None

@@ -13,9 +13,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crm_core import schemas
 from crm_core.db import read_only
+from crm_core.models import dedupe_key
 from ingest import inbound, sources
 from ingest.calllog import payloads
 from ingest.errors import RejectedInput
+from ingest.payloads import form_params
 from ingest.sealing import Sealer
 from ingest.signatures import check_timestamped, check_twilio
 
@@ -48,7 +50,7 @@ def accept(
         calls = [(c.call_id, c.raw) for c in good]
     else:
         base = str(source.settings["public_base_url"]).rstrip("/")
-        params = payloads.form_params(request.body)
+        params = form_params(request.body)
         check_twilio(
             source.secrets["auth_token"],
             base + request.path_and_query,
@@ -68,7 +70,7 @@ def accept(
             inbound.NewInput(
                 channel=CHANNEL,
                 raw=raw,
-                dedupe_key=f"call:{source.id}:{call_id}"[:200],
+                dedupe_key=dedupe_key("call", source.id, call_id),
                 meta={"source_id": source.id, "kind": source.kind},
             )
             for call_id, raw in calls

@@ -8,18 +8,19 @@ stored envelope per event (its message or status, with the metadata and sender p
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl
 
 from crm_core import schemas
 from crm_core.chat import Message, Status
-from ingest.calllog.payloads import form_params, number_field
+from crm_core.models import dedupe_key
 from ingest.errors import RejectedInput
+from ingest.payloads import clean, form_params, load_json, number_field, valid
 
 Event = Message | Status
 MEDIA_KINDS = ("image", "video", "audio", "document", "sticker")
@@ -36,24 +37,8 @@ class OneEvent:
 def event_key(source_id: int, event: Event) -> str:
     """One key per provider message, and per (message, status) for delivery reports."""
     if isinstance(event, Status):
-        key = f"chat-status:{source_id}:{event.message_id}:{event.status}"
-    else:
-        key = f"chat:{source_id}:{event.message_id}"
-    return key if len(key) <= 200 else f"chat-sha256:{hashlib.sha256(key.encode()).hexdigest()}"
-
-
-def _json(raw: bytes, where: str = "body") -> Any:
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RejectedInput(f"{where}: not JSON ({exc})") from None
-
-
-def _valid(model: type[schemas.Model], data: Any, path: str = "") -> schemas.Model:
-    parsed = schemas.validate(model, data, path)
-    if isinstance(parsed, str):
-        raise RejectedInput(parsed)
-    return parsed
+        return dedupe_key("chat-status", source_id, event.message_id, event.status)
+    return event.dedupe_key
 
 
 # --- our chat widget -------------------------------------------------------------------
@@ -79,10 +64,10 @@ class WidgetMessageIn(BaseModel):
     message_id: str = Field(min_length=1, max_length=200, description="the widget's id")
     visitor: WidgetVisitor
     text: str = Field("", max_length=20_000)
-    sent_at: AwareDatetime = Field(description="ISO 8601 with its UTC offset")
+    sent_at: schemas.Moment = Field(description="ISO 8601 with its UTC offset")
     attachments: list[WidgetAttachment] = Field(default_factory=list, max_length=20)
     direction: Literal["incoming", "outgoing"] = "incoming"
-    employee: int | EmailStr | None = Field(None, description="who replied (outgoing)")
+    employee: schemas.UserRef | None = Field(None, description="who replied (outgoing)")
     reply_to: str | None = Field(None, max_length=200, description="message_id answered")
 
 
@@ -92,22 +77,22 @@ class WidgetStatusIn(BaseModel):
     type: Literal["status"]
     message_id: str = Field(min_length=1, max_length=200)
     status: Literal["sent", "delivered", "read", "failed"]
-    at: AwareDatetime
+    at: schemas.Moment
     error: str | None = Field(None, max_length=1000)
 
 
 def widget_event(source_id: int, raw: bytes, region: str) -> Event:
-    data = _json(raw)
+    data = load_json(raw)
     if isinstance(data, dict) and data.get("type") == "status":
-        status = _valid(WidgetStatusIn, data)
+        status = valid(WidgetStatusIn, data)
         return Status(source_id, status.message_id, status.status, status.at, status.error)
-    message = _valid(WidgetMessageIn, data)
+    message = valid(WidgetMessageIn, data)
     if not message.text.strip() and not message.attachments:
         raise RejectedInput("text: a message needs a text or attachments")
     if message.direction == "outgoing" and message.employee is None:
         raise RejectedInput("employee: required for an outgoing message (who replied)")
     visitor = message.visitor
-    return Message(
+    return _message(
         source_id=source_id,
         message_id=message.message_id,
         channel="chat",
@@ -195,7 +180,7 @@ class WaMessage(_Loose):
     sender: str = Field(alias="from", pattern=r"^\+?[0-9]{5,20}$")
     to: str | None = Field(None, pattern=r"^\+?[0-9]{5,20}$")
     id: str = Field(min_length=1, max_length=200)
-    timestamp: str = Field(pattern=r"^[0-9]{1,12}$")
+    timestamp: str = Field(pattern=r"^[0-9]{1,10}$", description="Unix seconds")
     type: str = Field(min_length=1, max_length=32)
     text: WaText | None = None
     image: WaMedia | None = None
@@ -219,7 +204,7 @@ class WaError(_Loose):
 class WaStatus(_Loose):
     id: str = Field(min_length=1, max_length=200)
     status: str = Field(min_length=1, max_length=32)
-    timestamp: str = Field(pattern=r"^[0-9]{1,12}$")
+    timestamp: str = Field(pattern=r"^[0-9]{1,10}$", description="Unix seconds")
     recipient_id: str = ""
     errors: list[WaError] = Field(default_factory=list)
 
@@ -228,12 +213,12 @@ WHATSAPP_FIELDS = {"messages": "messages", "smb_message_echoes": "message_echoes
 
 
 def split_whatsapp(
-    source_id: int, body: bytes, region: str
+    source_id: int, body: bytes, region: str, phone_number_id: str | None = None
 ) -> tuple[list[OneEvent], list[schemas.HookRejection], list[str]]:
     """The valid events of a Cloud API webhook, the bad ones (named by their path), and the
-    changes we do not take (other webhook fields). A body that is no webhook at all raises
-    RejectedInput naming what is wrong."""
-    document = _json(body)
+    changes we do not take (other webhook fields; with `phone_number_id`, other business
+    numbers). A body that is no webhook at all raises RejectedInput naming what is wrong."""
+    document = load_json(body)
     if not isinstance(document, dict) or document.get("object") != "whatsapp_business_account":
         raise RejectedInput('object: must be "whatsapp_business_account"')
     entries = document.get("entry")
@@ -254,7 +239,12 @@ def split_whatsapp(
                 ignored.append(f"{where}: field {change.get('field')!r} is not a message")
                 continue
             value = change["value"]
-            common = {"metadata": value.get("metadata"), "contacts": value.get("contacts")}
+            metadata = value.get("metadata")
+            number = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
+            if phone_number_id is not None and str(number) != phone_number_id:
+                ignored.append(f"{where}: for business number {number}, not this source's")
+                continue
+            common = {"metadata": metadata, "contacts": value.get("contacts")}
             for name in ("messages", "statuses", "message_echoes"):
                 elements = value.get(name) or []
                 if not isinstance(elements, list):
@@ -283,13 +273,13 @@ def split_whatsapp(
 
 def whatsapp_event(source_id: int, raw: bytes, region: str) -> Event:
     """One stored envelope (see `split_whatsapp`) -> Message or Status."""
-    envelope = _json(raw)
+    envelope = load_json(raw)
     path = str(envelope.get("path", "event"))
     if envelope.get("kind") == "statuses":
-        status = _valid(WaStatus, envelope.get("event"), path)
+        status = valid(WaStatus, envelope.get("event"), path)
         error = "; ".join(f"{x.code}: {x.title}" for x in status.errors) or None
         return Status(source_id, status.id, status.status, _unix(status.timestamp), error)
-    message = _valid(WaMessage, envelope.get("event"), path)
+    message = valid(WaMessage, envelope.get("event"), path)
     outgoing = envelope.get("kind") == "message_echoes"
     if outgoing and not message.to:
         raise RejectedInput(f"{path}.to: Field required")
@@ -297,11 +287,13 @@ def whatsapp_event(source_id: int, raw: bytes, region: str) -> Event:
     field = f"{path}.{'to' if outgoing else 'from'}"
     phone = number_field("+" + customer.lstrip("+"), region, field)
     name = ""
-    for profile in envelope.get("contacts") or []:
+    profiles = envelope.get("contacts")
+    for profile in profiles if isinstance(profiles, list) else []:
         if isinstance(profile, dict) and profile.get("wa_id") == customer.lstrip("+"):
-            name = str((profile.get("profile") or {}).get("name") or "")
+            shown = profile.get("profile")
+            name = str(shown.get("name") or "") if isinstance(shown, dict) else ""
     content = _whatsapp_content(message, path)
-    return Message(
+    return _message(
         source_id=source_id,
         message_id=message.id,
         channel="whatsapp",
@@ -367,6 +359,13 @@ def _unix(stamp: str) -> datetime:
     return datetime.fromtimestamp(int(stamp), UTC)
 
 
+def _message(**fields: Any) -> Message:
+    """A Message whose free text a database column takes (no NUL, a name that fits)."""
+    fields["text"] = clean(fields.get("text") or "")
+    fields["sender_name"] = clean(fields.get("sender_name") or "")[:300]
+    return Message(**fields)
+
+
 # --- Twilio SMS and WhatsApp -----------------------------------------------------------
 
 
@@ -399,10 +398,10 @@ def twilio_event(source_id: int, raw: bytes, region: str, received_at: datetime)
     """Twilio's webhook (as stored) -> Message, or Status for a status callback."""
     params = dict(form_params(raw))
     if params.get("MessageStatus") not in (None, "received", "receiving"):
-        status = _valid(TwilioStatusIn, params)
+        status = valid(TwilioStatusIn, params)
         error = f"Twilio error {status.ErrorCode}" if status.ErrorCode else None
         return Status(source_id, status.MessageSid, status.MessageStatus, received_at, error)
-    message = _valid(TwilioMessageIn, params)
+    message = valid(TwilioMessageIn, params)
     whatsapp = message.From.startswith("whatsapp:")
     phone = number_field(message.From.removeprefix("whatsapp:"), region, "From")
     media = []
@@ -410,6 +409,8 @@ def twilio_event(source_id: int, raw: bytes, region: str, received_at: datetime)
         url = params.get(f"MediaUrl{n}")
         if not url:
             raise RejectedInput(f"MediaUrl{n}: missing, NumMedia is {message.NumMedia}")
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise RejectedInput(f"MediaUrl{n}: must be an http or https URL")
         media.append({"url": url, "media_type": params.get(f"MediaContentType{n}", "")})
     location = None
     if message.Latitude is not None and message.Longitude is not None:
@@ -421,7 +422,7 @@ def twilio_event(source_id: int, raw: bytes, region: str, received_at: datetime)
         }
     if not message.Body and not media and location is None:
         raise RejectedInput("Body: a message needs a text, media or a location")
-    return Message(
+    return _message(
         source_id=source_id,
         message_id=message.MessageSid,
         channel="whatsapp" if whatsapp else "sms",

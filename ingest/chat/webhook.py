@@ -18,11 +18,11 @@ from crm_core import schemas
 from crm_core.db import read_only
 from crm_core.errors import Forbidden, InvalidInput
 from ingest import inbound, sources
-from ingest.calllog.payloads import form_params
 from ingest.chat import payloads
 from ingest.errors import RejectedInput
+from ingest.payloads import form_params
 from ingest.sealing import Sealer
-from ingest.signatures import check_hub, check_timestamped, check_twilio
+from ingest.signatures import BadSignature, check_hub, check_timestamped, check_twilio
 
 CHANNEL = "chat"
 KINDS = ("widget", "whatsapp", "twilio")
@@ -63,14 +63,20 @@ def accept(
             request.body,
             request.headers.get("x-hub-signature-256"),
         )
-        events, bad, ignored = payloads.split_whatsapp(source.id, request.body, region)
+        events, bad, ignored = payloads.split_whatsapp(
+            source.id, request.body, region, source.settings.get("phone_number_id")
+        )
         if not events and bad:
             raise RejectedInput("; ".join(r.error for r in bad))
     else:
+        try:
+            params = form_params(request.body)
+        except RejectedInput:  # nothing Twilio signed: say no more than that
+            raise BadSignature("X-Twilio-Signature cannot match a body that is no form") from None
         check_twilio(
             source.secrets["auth_token"],
             str(source.settings["public_base_url"]).rstrip("/") + request.path_and_query,
-            form_params(request.body),
+            params,
             request.headers.get("x-twilio-signature"),
         )
         event = payloads.twilio_event(source.id, request.body, region, now)
