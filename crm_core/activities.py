@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
 
 from crm_core import company, counters, focus, unread
@@ -283,6 +283,8 @@ class ActivityFilter:
     # "All activities in progress" of this supervisor's subordinates (seed 003).
     subordinates_of: int | None = None
     limit: int = 100
+    # Only activities on cards this condition lets through (the reader's rights).
+    visible: ColumnElement[bool] | None = None
 
 
 def list_activities(session: Session, f: ActivityFilter) -> list[Activity]:
@@ -304,6 +306,8 @@ def list_activities(session: Session, f: ActivityFilter) -> list[Activity]:
     if f.subordinates_of is not None:
         team = counters.subordinates(session, f.subordinates_of)
         query = query.where(Activity.responsible_id.in_(team), Activity.is_open)
+    if f.visible is not None:
+        query = query.where(f.visible)
     # The activity view orders by focus like the Kanban, then by deadline.
     query = query.order_by(
         Card.focus_rank.desc(), Activity.deadline.is_(None), Activity.deadline, Activity.id

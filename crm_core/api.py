@@ -1,33 +1,54 @@
-"""The CRM core's JSON API routes (users, cards, history, Kanban, counters, activities,
-comments, settings). Thin: validate with `schemas`, run one use case in one transaction
-(committed before the answer), serialise. Mounted by `ingest.http_app`.
+"""The CRM core's JSON API routes (users and their access, cards, history, documents,
+Kanban, counters, activities, comments, settings, calendar, reports). Thin: check the
+actor's rights (`permissions`), validate with `schemas`, run one use case in one
+transaction (committed before the answer), serialise. Mounted by `ingest.http_app`.
 """
 
+import csv
+import io
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_core import activities, company, schemas, services, unread
+from crm_core import (
+    accounts,
+    activities,
+    calendar,
+    company,
+    counters,
+    history,
+    permissions,
+    reports,
+    schemas,
+    services,
+    unread,
+)
 from crm_core.activities import ActivityFields, ActivityFilter
 from crm_core.db import read_only, unit_of_work
-from crm_core.errors import InvalidInput
+from crm_core.errors import Forbidden, InvalidInput
+from crm_core.models import Activity
+from crm_core.permissions import Actor
 
 Clock = Callable[[], datetime]
-
-# Who is acting (the admin token acting for a user); per-user tokens will set it instead.
-ActingUser = Annotated[
-    int | None,
-    Header(alias="X-Acting-User", description="id of the user the request acts for"),
-]
+# Who the request acts as, from its bearer token (given by `ingest.http_app`).
+ActorDependency = Callable[..., Actor]
 
 
-def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: Clock) -> APIRouter:
+def make_router(
+    sessions: sessionmaker[Session],
+    *,
+    default_region: str,
+    clock: Clock,
+    actor: ActorDependency,
+) -> APIRouter:
     router = APIRouter(prefix="/api")
+    Who = Annotated[Actor, Depends(actor)]
 
     # Each route opens its transaction itself and commits before answering: a client that
     # got 201 can read what it created (a yield-dependency would commit after the response).
@@ -37,21 +58,29 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
     def reading() -> AbstractContextManager[Session]:
         return read_only(sessions)
 
-    # --- users --------------------------------------------------------------------------
+    # --- users and their access ---------------------------------------------------------
 
     @router.post("/users", status_code=201)
-    def create_user(body: schemas.UserIn) -> schemas.UserOut:
+    def create_user(body: schemas.UserIn, who: Who) -> schemas.UserOut:
+        """A new user (administrators); without roles they may do everything with their
+        own items."""
+        permissions.require_admin(who)
         with writing() as session:
             user = services.create_user(session, str(body.email), body.name, body.timezone)
             return schemas.UserOut.model_validate(user)
 
     @router.get("/users/{user_id}")
-    def get_user(user_id: int) -> schemas.UserOut:
+    def get_user(user_id: int, who: Who) -> schemas.UserOut:
         with reading() as session:
             return schemas.UserOut.model_validate(services.get_user(session, user_id))
 
     @router.patch("/users/{user_id}")
-    def edit_user(user_id: int, body: schemas.UserPatch) -> schemas.UserOut:
+    def edit_user(user_id: int, body: schemas.UserPatch, who: Who) -> schemas.UserOut:
+        """Their N and time zone (the user or an administrator); their manager
+        (administrators)."""
+        permissions.require_self_or_admin(who, user_id)
+        if "manager_id" in body.model_fields_set:
+            permissions.require_admin(who)
         with writing() as session:
             user = services.edit_user(
                 session,
@@ -64,10 +93,77 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
             )
             return schemas.UserOut.model_validate(user)
 
-    @router.get("/users/{user_id}/counters")
-    def get_counters(user_id: int) -> schemas.CountersOut:
-        """Incoming, Planned, For today and the employees' counters, in the company's mode."""
+    @router.patch("/users/{user_id}/access")
+    def edit_access(user_id: int, body: schemas.UserAccessPatch, who: Who) -> schemas.UserOut:
+        """Department and administrator flag (administrators)."""
+        permissions.require_admin(who)
+        with writing() as session:
+            user = accounts.place_user(
+                session,
+                user_id,
+                department_id=body.department_id,
+                clear_department="department_id" in body.model_fields_set
+                and body.department_id is None,
+                is_admin=body.is_admin,
+            )
+            return schemas.UserOut.model_validate(user)
+
+    @router.get("/users/{user_id}/roles")
+    def get_roles(user_id: int, who: Who) -> schemas.UserRolesOut:
+        permissions.require_self_or_admin(who, user_id)
         with reading() as session:
+            services.get_user(session, user_id)
+            return schemas.UserRolesOut(role_ids=accounts.role_ids(session, user_id))
+
+    @router.put("/users/{user_id}/roles")
+    def set_roles(user_id: int, body: schemas.UserRolesIn, who: Who) -> schemas.UserRolesOut:
+        """The user's roles, replaced (administrators); none: the default (all own)."""
+        permissions.require_admin(who)
+        with writing() as session:
+            return schemas.UserRolesOut(
+                role_ids=accounts.set_roles(session, user_id, body.role_ids)
+            )
+
+    @router.post("/users/{user_id}/tokens", status_code=201)
+    def issue_token(user_id: int, body: schemas.TokenIn, who: Who) -> schemas.TokenCreatedOut:
+        """A personal API token: every request with it acts as the user. Shown only here."""
+        permissions.require_self_or_admin(who, user_id)
+        with writing() as session:
+            row, token = accounts.issue_token(session, user_id, body.name, clock())
+            return schemas.TokenCreatedOut(
+                id=row.id, name=row.name, created_at=row.created_at, revoked_at=None, token=token
+            )
+
+    @router.get("/users/{user_id}/tokens")
+    def list_tokens(user_id: int, who: Who) -> schemas.TokenListOut:
+        permissions.require_self_or_admin(who, user_id)
+        with reading() as session:
+            found = accounts.list_tokens(session, user_id)
+            return schemas.TokenListOut(items=[schemas.TokenOut.model_validate(t) for t in found])
+
+    @router.delete("/users/{user_id}/tokens/{token_id}", status_code=204)
+    def revoke_token(user_id: int, token_id: int, who: Who) -> Response:
+        permissions.require_self_or_admin(who, user_id)
+        with writing() as session:
+            accounts.revoke_token(session, user_id, token_id, clock())
+        return Response(status_code=204)
+
+    @router.post("/users/{user_id}/calendar-feed", status_code=201)
+    def calendar_feed(user_id: int, request: Request, who: Who) -> schemas.CalendarFeedOut:
+        """A new secret URL of the user's iCalendar feed (the previous one stops working)."""
+        permissions.require_self_or_admin(who, user_id)
+        with writing() as session:
+            token = accounts.issue_calendar_token(session, user_id)
+        base = str(request.base_url).rstrip("/")
+        return schemas.CalendarFeedOut(url=f"{base}/calendar/{user_id}.ics?token={token}")
+
+    @router.get("/users/{user_id}/counters")
+    def get_counters(user_id: int, who: Who) -> schemas.CountersOut:
+        """Incoming, Planned, For today and the employees' counters, in the company's mode:
+        the user's own, or an employee's for their managers."""
+        with reading() as session:
+            if not who.admin and who.user_id != user_id and user_id not in _team(session, who):
+                raise Forbidden("only the user, their managers or an administrator")
             found = services.user_counters(session, user_id, clock())
         return schemas.CountersOut(
             incoming=found.incoming,
@@ -78,11 +174,49 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
             ),
         )
 
+    @router.post("/roles", status_code=201)
+    def create_role(body: schemas.RoleIn, who: Who) -> schemas.RoleOut:
+        permissions.require_admin(who)
+        with writing() as session:
+            grants = body.model_dump(mode="json")["permissions"]
+            return schemas.RoleOut.model_validate(accounts.create_role(session, body.name, grants))
+
+    @router.get("/roles")
+    def list_roles(who: Who) -> schemas.RoleListOut:
+        permissions.require_admin(who)
+        with reading() as session:
+            return schemas.RoleListOut(
+                items=[schemas.RoleOut.model_validate(r) for r in accounts.list_roles(session)]
+            )
+
+    @router.patch("/roles/{role_id}")
+    def edit_role(role_id: int, body: schemas.RolePatch, who: Who) -> schemas.RoleOut:
+        permissions.require_admin(who)
+        with writing() as session:
+            grants = body.model_dump(mode="json")["permissions"]
+            return schemas.RoleOut.model_validate(accounts.edit_role(session, role_id, grants))
+
+    @router.post("/departments", status_code=201)
+    def create_department(body: schemas.DepartmentIn, who: Who) -> schemas.DepartmentOut:
+        permissions.require_admin(who)
+        with writing() as session:
+            department = accounts.create_department(session, body.name, body.head_id)
+            return schemas.DepartmentOut.model_validate(department)
+
+    @router.get("/departments")
+    def list_departments(who: Who) -> schemas.DepartmentListOut:
+        with reading() as session:
+            found = accounts.list_departments(session)
+            return schemas.DepartmentListOut(
+                items=[schemas.DepartmentOut.model_validate(d) for d in found]
+            )
+
     # --- cards --------------------------------------------------------------------------
 
     @router.post("/cards", status_code=201)
-    def create_card(body: schemas.CardIn) -> schemas.CardOut:
+    def create_card(body: schemas.CardIn, who: Who) -> schemas.CardOut:
         with writing() as session:
+            permissions.check_add(session, who, body.entity_type, body.responsible_id)
             card = services.create_card(
                 session,
                 title=body.title,
@@ -96,21 +230,24 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
             return schemas.CardOut.of(card, unread=False)
 
     @router.get("/cards/{card_id}")
-    def get_card(card_id: int, acting: ActingUser = None) -> schemas.CardOut:
+    def get_card(card_id: int, who: Who) -> schemas.CardOut:
         """The card; opened by its responsible, it is no longer unread for them."""
         with reading() as session:
-            card = services.get_card(session, card_id)
-            viewer = acting if acting is not None else card.responsible_id
+            card = permissions.card_for(session, who, card_id)
+            viewer = who.user_id if who.user_id is not None else card.responsible_id
             shown = schemas.CardOut.of(card, unread.is_unread(session, card.id, viewer))
-        if shown.unread and acting == shown.responsible_id:
+        if shown.unread and who.user_id == shown.responsible_id:
             with writing() as session:
-                unread.mark_read(session, card_id, acting)
+                unread.mark_read(session, card_id, who.user_id)
             shown.unread = False  # the responsible is looking at it now
         return shown
 
     @router.patch("/cards/{card_id}")
-    def edit_card(card_id: int, body: schemas.CardPatch) -> schemas.CardOut:
+    def edit_card(card_id: int, body: schemas.CardPatch, who: Who) -> schemas.CardOut:
+        """Edit; each change of stage or field is recorded in the card's history."""
         with writing() as session:
+            card = permissions.card_for(session, who, card_id, "edit", lock=True)
+            before = {f: getattr(card, f) for f in ("title", "stage", "responsible_id", "outcome")}
             card = services.edit_card(
                 session,
                 card_id,
@@ -121,62 +258,121 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
                 outcome=body.outcome if body.outcome != "open" else None,
                 reopen=body.outcome == "open",
             )
+            history.record_changes(session, card, before, who.user_id, clock())
             return schemas.CardOut.of(card, unread.is_unread(session, card.id, card.responsible_id))
 
-    @router.post("/cards/{card_id}/read", status_code=204)
-    def mark_read(card_id: int, acting: ActingUser = None) -> Response:
+    @router.delete("/cards/{card_id}", status_code=204)
+    def delete_card(card_id: int, who: Who) -> Response:
+        """Delete the card with its history, activities and documents."""
         with writing() as session:
-            card = services.get_card(session, card_id)
-            unread.mark_read(session, card.id, acting or card.responsible_id)
+            card = permissions.card_for(session, who, card_id, "delete", lock=True)
+            services.delete_card(session, card, clock())
+        return Response(status_code=204)
+
+    @router.post("/cards/{card_id}/read", status_code=204)
+    def mark_read(card_id: int, who: Who) -> Response:
+        with writing() as session:
+            card = permissions.card_for(session, who, card_id)
+            unread.mark_read(session, card.id, who.user_id or card.responsible_id)
         return Response(status_code=204)
 
     @router.post("/cards/{card_id}/unread", status_code=204)
-    def mark_unread(card_id: int, acting: ActingUser = None) -> Response:
+    def mark_unread(card_id: int, who: Who) -> Response:
         with writing() as session:
-            card = services.get_card(session, card_id)
-            unread.mark_unread(session, card.id, acting or card.responsible_id, clock())
+            card = permissions.card_for(session, who, card_id)
+            unread.mark_unread(session, card.id, who.user_id or card.responsible_id, clock())
         return Response(status_code=204)
 
     @router.get("/cards/{card_id}/history")
-    def card_history(card_id: int) -> schemas.HistoryOut:
+    def card_history(
+        card_id: int,
+        who: Who,
+        type: Annotated[
+            list[str] | None,
+            Query(description=f"filter, repeatable: {', '.join(history.FILTERS)}"),
+        ] = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> schemas.HistoryOut:
+        """Newest first; filtered by type (closed tasks, e-mail, WhatsApp, SMS, chat, calls,
+        status changes, field changes, documents, notes) and period."""
         with reading() as session:
-            entries = services.card_history(session, card_id)
+            permissions.card_for(session, who, card_id)
+            entries = history.card_history(session, card_id, type or [], since, until, limit)
             return schemas.HistoryOut(items=[schemas.HistoryItemOut.of(e) for e in entries])
 
+    @router.post("/cards/{card_id}/notes", status_code=201)
+    def add_note(card_id: int, body: schemas.NoteIn, who: Who) -> dict[str, object]:
+        """A "new history" entry: something done with the customer, without a task."""
+        with writing() as session:
+            card = permissions.card_for(session, who, card_id, "edit")
+            return schemas.HistoryItemOut.of(
+                history.add_note(session, card, body.text, who.user_id, clock())
+            )
+
     @router.get("/cards/{card_id}/documents")
-    def list_documents(card_id: int) -> schemas.DocumentListOut:
+    def list_documents(card_id: int, who: Who) -> schemas.DocumentListOut:
         """The card's files (inline images of mails are not listed)."""
         with reading() as session:
+            permissions.card_for(session, who, card_id)
             found = services.list_documents(session, card_id)
             return schemas.DocumentListOut(
                 items=[schemas.DocumentOut.model_validate(d) for d in found]
             )
 
+    @router.post("/cards/{card_id}/documents", status_code=201)
+    def upload_document(
+        card_id: int,
+        who: Who,
+        name: Annotated[str, Query(min_length=1, max_length=255, description="file name")],
+        content: Annotated[bytes, Body(media_type="application/octet-stream")],
+        request: Request,
+    ) -> schemas.DocumentOut:
+        """Upload a file to the card (the body is the file; its Content-Type its type)."""
+        media_type = request.headers.get("content-type", "application/octet-stream")
+        with writing() as session:
+            card = permissions.card_for(session, who, card_id, "edit")
+            document = history.upload_document(
+                session, card, name, media_type, content, who.user_id, clock()
+            )
+            return schemas.DocumentOut.model_validate(document)
+
     @router.get("/documents/{document_id}/content", response_class=Response)
-    def document_content(document_id: int) -> Response:
+    def document_content(document_id: int, who: Who) -> Response:
         with reading() as session:
             document, content = services.document_content(session, document_id)
+            permissions.card_for(session, who, document.card_id)
         # RFC 6266/5987: the file's own name, whatever its script.
         disposition = f"attachment; filename*=UTF-8''{quote(document.file_name)}"
         return Response(
             content, media_type=document.media_type, headers={"Content-Disposition": disposition}
         )
 
-    @router.post("/cards/{card_id}/comments", status_code=201)
-    def add_comment(
-        card_id: int, body: schemas.CommentIn, acting: ActingUser = None
-    ) -> schemas.CommentOut:
-        author = _author(body, acting)
+    @router.delete("/documents/{document_id}", status_code=204)
+    def delete_document(document_id: int, who: Who) -> Response:
+        """Delete it for good, as the history settings allow; history records who and when."""
         with writing() as session:
+            history.delete_document(session, who, document_id, clock())
+        return Response(status_code=204)
+
+    @router.post("/cards/{card_id}/comments", status_code=201)
+    def add_comment(card_id: int, body: schemas.CommentIn, who: Who) -> schemas.CommentOut:
+        author = _author(body, who)
+        with writing() as session:
+            permissions.card_for(session, who, card_id, "edit")
+            if body.activity_id is not None:
+                found = activities.get_activity(session, body.activity_id)
+                permissions.activity_for(session, who, found, "edit")
             comment = activities.add_comment(
                 session, card_id, author, body.text, clock(), activity_id=body.activity_id
             )
             return schemas.CommentOut.model_validate(comment)
 
     @router.get("/cards/{card_id}/comments")
-    def list_comments(card_id: int) -> schemas.CommentListOut:
+    def list_comments(card_id: int, who: Who) -> schemas.CommentListOut:
         with reading() as session:
-            services.get_card(session, card_id)
+            permissions.card_for(session, who, card_id)
             comments = activities.list_comments(session, card_id)
             return schemas.CommentListOut(
                 items=[schemas.CommentOut.model_validate(c) for c in comments]
@@ -184,13 +380,17 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
 
     @router.get("/kanban")
     def kanban(
+        who: Who,
         entity_type: str = "deal",
         stage: str | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> schemas.KanbanOut:
-        """One column's cards, latest focus first, each with why it is on top."""
+        """One column's cards the actor may read, latest focus first, each with why it is on
+        top."""
         with reading() as session:
-            cards = services.kanban(session, entity_type, stage, limit)
+            cards = services.kanban(
+                session, entity_type, stage, limit, permissions.readable(session, who)
+            )
         return schemas.KanbanOut(
             cards=[schemas.KanbanCardOut.model_validate(c, from_attributes=True) for c in cards]
         )
@@ -198,8 +398,11 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
     # --- activities ---------------------------------------------------------------------
 
     @router.post("/activities", status_code=201)
-    def create_activity(body: schemas.ActivityIn) -> schemas.ActivityOut:
+    def create_activity(body: schemas.ActivityIn, who: Who) -> schemas.ActivityOut:
+        """An activity on one or several cards; needs the right to edit each of them."""
         with writing() as session:
+            for card_id in body.all_card_ids():
+                permissions.card_for(session, who, card_id, "edit")
             activity = activities.create_activity(
                 session,
                 ActivityFields(
@@ -219,6 +422,7 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
 
     @router.get("/activities")
     def list_activities(
+        who: Who,
         responsible_id: int | None = None,
         status: str | None = None,
         type: str | None = None,
@@ -231,7 +435,8 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> schemas.ActivityListOut:
-        """Filtered activities, ordered like the Kanban (focus), then by deadline."""
+        """Filtered activities on cards the actor may read, ordered like the Kanban (focus),
+        then by deadline."""
         with reading() as session:
             found = activities.list_activities(
                 session,
@@ -245,93 +450,177 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
                     deadline_to=deadline_to,
                     subordinates_of=subordinates_of,
                     limit=limit,
+                    visible=permissions.readable(session, who),
                 ),
             )
             return schemas.ActivityListOut(items=[schemas.ActivityOut.of(a) for a in found])
 
+    def activity(session: Session, who: Actor, activity_id: int, action: str) -> Activity:
+        found = activities.get_activity(session, activity_id, lock=action != "read")
+        return permissions.activity_for(session, who, found, action)
+
     @router.get("/activities/{activity_id}")
-    def get_activity(activity_id: int) -> schemas.ActivityOut:
+    def get_activity(activity_id: int, who: Who) -> schemas.ActivityOut:
         with reading() as session:
-            return schemas.ActivityOut.of(activities.get_activity(session, activity_id))
+            return schemas.ActivityOut.of(activity(session, who, activity_id, "read"))
 
     @router.patch("/activities/{activity_id}")
     def edit_activity(
-        activity_id: int, body: schemas.ActivityPatch, acting: ActingUser = None
+        activity_id: int, body: schemas.ActivityPatch, who: Who
     ) -> schemas.ActivityOut:
         with writing() as session:
-            activity = activities.edit_activity(
+            for card_id in body.card_ids or []:
+                permissions.card_for(session, who, card_id, "edit")
+            edited = activities.edit_activity(
                 session,
-                activities.get_activity(session, activity_id, lock=True),
+                activity(session, who, activity_id, "edit"),
                 _fields(body),
-                acting,
+                who.user_id,
                 clock(),
             )
-            return schemas.ActivityOut.of(activity)
+            return schemas.ActivityOut.of(edited)
 
     @router.delete("/activities/{activity_id}", status_code=204)
-    def delete_activity(activity_id: int) -> Response:
+    def delete_activity(activity_id: int, who: Who) -> Response:
         with writing() as session:
             activities.delete_activity(
-                session, activities.get_activity(session, activity_id, lock=True), clock()
+                session, activity(session, who, activity_id, "edit"), clock()
             )
         return Response(status_code=204)
 
     @router.post("/activities/{activity_id}/close")
-    def close_activity(
-        activity_id: int, body: schemas.CloseIn, acting: ActingUser = None
-    ) -> schemas.ActivityOut:
+    def close_activity(activity_id: int, body: schemas.CloseIn, who: Who) -> schemas.ActivityOut:
         """Complete it; each of its cards' history gets a "task_closed" entry."""
         with writing() as session:
-            activity = activities.close_activity(
+            closed = activities.close_activity(
                 session,
-                activities.get_activity(session, activity_id, lock=True),
+                activity(session, who, activity_id, "edit"),
                 body.status,
                 body.success,
-                acting,
+                who.user_id,
                 clock(),
             )
-            return schemas.ActivityOut.of(activity)
+            return schemas.ActivityOut.of(closed)
 
     @router.post("/activities/{activity_id}/reopen")
-    def reopen_activity(activity_id: int, acting: ActingUser = None) -> schemas.ActivityOut:
+    def reopen_activity(activity_id: int, who: Who) -> schemas.ActivityOut:
+        """Back to the open activities, as the history settings allow; recorded in history."""
         with writing() as session:
-            activity = activities.reopen_activity(
-                session, activities.get_activity(session, activity_id, lock=True), acting, clock()
-            )
-            return schemas.ActivityOut.of(activity)
+            found = activity(session, who, activity_id, "edit")
+            history.check_reopen(session, who, list(found.cards))
+            reopened = activities.reopen_activity(session, found, who.user_id, clock())
+            return schemas.ActivityOut.of(reopened)
 
     @router.post("/activities/{activity_id}/comments", status_code=201)
-    def comment_activity(
-        activity_id: int, body: schemas.CommentIn, acting: ActingUser = None
-    ) -> schemas.CommentOut:
-        author = _author(body, acting)
+    def comment_activity(activity_id: int, body: schemas.CommentIn, who: Who) -> schemas.CommentOut:
+        author = _author(body, who)
         with writing() as session:
-            activity = activities.get_activity(session, activity_id)
+            found = activity(session, who, activity_id, "edit")
             comment = activities.add_comment(
-                session, activity.card_id, author, body.text, clock(), activity_id=activity.id
+                session, found.card_id, author, body.text, clock(), activity_id=found.id
             )
             return schemas.CommentOut.model_validate(comment)
 
     @router.post("/activities/bulk")
-    def bulk(body: schemas.BulkIn, acting: ActingUser = None) -> schemas.BulkOut:
-        """One action on many activities, all or nothing."""
+    def bulk(body: schemas.BulkIn, who: Who) -> schemas.BulkOut:
+        """One action on many activities, all or nothing: every id is checked (404 for one
+        the actor may not read, 403 for one they may not edit) before anything changes."""
         fields = _fields(body.changes) if body.changes else ActivityFields()
         fields.responsible_id = body.responsible_id or fields.responsible_id
         fields.status = body.status or fields.status
         with writing() as session:
-            changed = activities.bulk(session, body.ids, body.action, fields, acting, clock())
+            for activity_id in sorted(set(body.ids)):
+                found = activity(session, who, activity_id, "edit")
+                if body.action == "not_done":
+                    history.check_reopen(session, who, list(found.cards))
+            for card_id in fields.card_ids or []:
+                permissions.card_for(session, who, card_id, "edit")
+            changed = activities.bulk(session, body.ids, body.action, fields, who.user_id, clock())
         return schemas.BulkOut(changed=changed)
+
+    # --- calendar and reports -----------------------------------------------------------
+
+    @router.get("/calendar")
+    def get_calendar(
+        who: Who,
+        users: Annotated[
+            str, Query(pattern=r"^[0-9]+(,[0-9]+){0,19}$", description="ids, e.g. 1,2")
+        ],
+        view: Annotated[str, Query(pattern="^(day|week|month)$")] = "week",
+        day: Annotated[date | None, Query(alias="date", description="default: today")] = None,
+        timezone: Annotated[str | None, Query(description="default: the first user's")] = None,
+    ) -> schemas.CalendarOut:
+        """Several users' activities side by side, by day, week or month, on the cards the
+        actor may read; times in `timezone` (the first user's by default)."""
+        ids = [int(i) for i in users.split(",")]
+        with reading() as session:
+            people = [services.get_user(session, i) for i in ids]
+            zone = timezone or people[0].timezone
+            try:
+                today = clock().astimezone(ZoneInfo(zone)).date()
+            except (ValueError, KeyError) as exc:
+                raise InvalidInput(f"timezone: unknown {zone!r}") from exc
+            span = calendar.window(view, day or today, zone)
+            visible = permissions.readable(session, who)
+            shown = [
+                schemas.CalendarUserOut(
+                    user_id=p.id,
+                    name=p.name,
+                    timezone=p.timezone,
+                    activities=[
+                        schemas.ActivityOut.of(a)
+                        for a in calendar.activities_of(
+                            session, p.id, span.start, span.end, visible
+                        )
+                    ],
+                )
+                for p in people
+            ]
+        return schemas.CalendarOut(view=view, start=span.start, end=span.end, users=shown)
+
+    @router.get("/reports/activities", response_model=None)
+    def activity_report(
+        who: Who,
+        since: datetime,
+        until: datetime,
+        format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+    ) -> schemas.ReportOut | Response:
+        """Activities created in the period by type, status and responsible (JSON or CSV)."""
+        if since.tzinfo is None or until.tzinfo is None:
+            raise InvalidInput("since and until need their UTC offset")
+        with reading() as session:
+            rows = reports.activity_counts(
+                session, since, until, permissions.readable(session, who)
+            )
+        if format == "json":
+            return schemas.ReportOut(
+                since=since,
+                until=until,
+                rows=[schemas.ReportRowOut.model_validate(r, from_attributes=True) for r in rows],
+            )
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["type", "status", "responsible_id", "responsible", "count"])
+        for r in rows:
+            writer.writerow([r.type, r.status, r.responsible_id, r.responsible, r.count])
+        return Response(
+            out.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="activities.csv"'},
+        )
 
     # --- company settings ---------------------------------------------------------------
 
     @router.get("/settings")
-    def get_settings() -> schemas.SettingsOut:
+    def get_settings(who: Who) -> schemas.SettingsOut:
         with reading() as session:
             return schemas.SettingsOut.model_validate(company.all_settings(session))
 
     @router.patch("/settings")
-    def edit_settings(body: schemas.SettingsPatch) -> schemas.SettingsOut:
-        """`counter_mode` switches every counter at once (both modes are always maintained)."""
+    def edit_settings(body: schemas.SettingsPatch, who: Who) -> schemas.SettingsOut:
+        """`counter_mode` switches every counter at once (both modes are always maintained);
+        `reopen_tasks` and `delete_documents` are the history settings (administrators)."""
+        permissions.require_admin(who)
         with writing() as session:
             for key, value in body.model_dump(exclude_none=True).items():
                 company.put(session, key, value)
@@ -340,10 +629,18 @@ def make_router(sessions: sessionmaker[Session], *, default_region: str, clock: 
     return router
 
 
-def _author(body: schemas.CommentIn, acting: int | None) -> int:
-    author = body.author_id if body.author_id is not None else acting
+def _team(session: Session, who: Actor) -> list[int]:
+    """Everyone below the actor in the manager hierarchy."""
+    return counters.subordinates(session, who.user_id) if who.user_id is not None else []
+
+
+def _author(body: schemas.CommentIn, who: Actor) -> int:
+    """The comment's author: the actor (an administrator may write for someone else)."""
+    author = body.author_id if body.author_id is not None else who.user_id
     if author is None:
         raise InvalidInput("a comment needs author_id (or X-Acting-User)")
+    if author != who.user_id and not who.admin:
+        raise Forbidden("you may only comment as yourself")
     return author
 
 

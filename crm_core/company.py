@@ -51,10 +51,17 @@ DEFAULT_TYPES = [
     "comment",
 ]
 
+# History settings (seed 002): who may reopen a closed task, who may delete a document.
+# "editors": anyone who may edit the card; "responsible": the card's responsible (and
+# administrators); "admins": administrators only; "nobody" (documents only).
+WHO = ("editors", "responsible", "admins", "nobody")
+
 DEFAULTS: dict[str, Any] = {
     "counter_mode": ACTIVITY_RESPONSIBLE,
     "activity_types": DEFAULT_TYPES,
     "activity_statuses": [s.as_dict() for s in DEFAULT_STATUSES],
+    "reopen_tasks": "editors",
+    "delete_documents": "admins",
 }
 
 
@@ -111,6 +118,10 @@ def check_type(session: Session, name: str) -> None:
 def _validate(key: str, value: Any) -> None:
     if key not in DEFAULTS:
         raise InvalidInput(f"unknown setting {key!r}")
+    if key == "reopen_tasks" and value not in WHO[:3]:
+        raise InvalidInput(f"reopen_tasks must be one of {', '.join(WHO[:3])}")
+    if key == "delete_documents" and value not in WHO:
+        raise InvalidInput(f"delete_documents must be one of {', '.join(WHO)}")
     if key == "counter_mode" and value not in COUNTER_MODES:
         raise InvalidInput(f"counter_mode must be one of {', '.join(COUNTER_MODES)}")
     if key == "activity_types" and not (

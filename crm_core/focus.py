@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from crm_core.models import Activity, Card, CardUnread, User
@@ -40,7 +40,13 @@ class KanbanCard:
     unread: bool
 
 
-def kanban(session: Session, entity_type: str, stage: str | None, limit: int) -> list[KanbanCard]:
+def kanban(
+    session: Session,
+    entity_type: str,
+    stage: str | None,
+    limit: int,
+    visible: ColumnElement[bool] | None = None,
+) -> list[KanbanCard]:
     """Cards of one column (or all columns of a type), latest focus first, with the unread
     mark of each card's responsible: one statement, read backwards along ix_cards_kanban_rank."""
     unread = (
@@ -60,6 +66,8 @@ def kanban(session: Session, entity_type: str, stage: str | None, limit: int) ->
     ).where(Card.entity_type == entity_type)
     if stage is not None:
         query = query.where(Card.stage == stage)
+    if visible is not None:
+        query = query.where(visible)
     rows = session.execute(query.order_by(Card.focus_rank.desc(), Card.id.desc()).limit(limit))
     return [KanbanCard(*row) for row in rows]
 

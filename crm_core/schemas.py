@@ -51,6 +51,8 @@ class UserOut(BaseModel):
     timezone: str
     planned_lead_minutes: int
     manager_id: int | None
+    department_id: int | None
+    is_admin: bool
 
 
 class UserPatch(BaseModel):
@@ -337,16 +339,149 @@ class StatusSetting(BaseModel):
     success: bool | None = None
 
 
+Who = Literal["editors", "responsible", "admins"]
+
+
 class SettingsOut(BaseModel):
     counter_mode: Literal["item_responsible", "activity_responsible"]
     activity_types: list[str]
     activity_statuses: list[StatusSetting]
+    reopen_tasks: Who
+    delete_documents: Who | Literal["nobody"]
 
 
 class SettingsPatch(BaseModel):
     counter_mode: Literal["item_responsible", "activity_responsible"] | None = None
     activity_types: list[str] | None = None
     activity_statuses: list[StatusSetting] | None = None
+    reopen_tasks: Who | None = Field(
+        None,
+        description="who may reopen a closed task: anyone who may edit the card (editors), "
+        "the card's responsible, or administrators only",
+    )
+    delete_documents: Who | Literal["nobody"] | None = Field(
+        None, description="who may delete a document of a card (for good)"
+    )
+
+
+# --- access rights ---------------------------------------------------------------------
+
+Level = Literal["none", "own", "department", "all"]
+Grants = dict[
+    Literal["deal", "lead", "invoice", "smart_process"],
+    dict[Literal["read", "add", "edit", "delete"], Level],
+]
+
+
+class RoleIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    permissions: Grants = Field(
+        description='per entity type and action a level, e.g. {"deal": {"read": "all", '
+        '"edit": "own"}}; what is not given is "none"'
+    )
+
+
+class RolePatch(BaseModel):
+    permissions: Grants
+
+
+class RoleOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    permissions: dict[str, dict[str, str]]
+
+
+class RoleListOut(BaseModel):
+    items: list[RoleOut]
+
+
+class UserRolesIn(BaseModel):
+    role_ids: list[int] = Field(max_length=100)
+
+
+class UserRolesOut(BaseModel):
+    role_ids: list[int]
+
+
+class DepartmentIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    head_id: int | None = None
+
+
+class DepartmentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    head_id: int | None
+
+
+class DepartmentListOut(BaseModel):
+    items: list[DepartmentOut]
+
+
+class UserAccessPatch(BaseModel):
+    department_id: int | None = Field(None, description="null removes the department")
+    is_admin: bool | None = None
+
+
+class TokenIn(BaseModel):
+    name: str = Field("", max_length=200)
+
+
+class TokenOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class TokenCreatedOut(TokenOut):
+    token: str = Field(description="shown only in this answer; stored hashed")
+
+
+class TokenListOut(BaseModel):
+    items: list[TokenOut]
+
+
+class CalendarFeedOut(BaseModel):
+    url: str = Field(description="the feed to subscribe to; its secret is shown only here")
+
+
+class NoteIn(BaseModel):
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+class CalendarUserOut(BaseModel):
+    user_id: int
+    name: str
+    timezone: str
+    activities: list[ActivityOut]
+
+
+class CalendarOut(BaseModel):
+    view: str
+    start: datetime
+    end: datetime
+    users: list[CalendarUserOut]
+
+
+class ReportRowOut(BaseModel):
+    type: str
+    status: str
+    responsible_id: int
+    responsible: str
+    count: int
+
+
+class ReportOut(BaseModel):
+    since: datetime
+    until: datetime
+    rows: list[ReportRowOut]
 
 
 # --- webhook sources -------------------------------------------------------------------

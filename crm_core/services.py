@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session, lazyload
 
-from crm_core import activities, counters, focus
+from crm_core import activities, counters, focus, permissions
 from crm_core.errors import Conflict, Forbidden, InvalidInput, NotFound, get_or_not_found
 from crm_core.models import (
     Activity,
@@ -320,6 +320,9 @@ def record_email(
     logger = session.scalar(select(User).where(User.email == mail.logged_by.lower()))
     if logger is None:
         raise Forbidden(f"sender {mail.logged_by} is not a CRM user")
+    # SPEC "Who may archive": a user with edit rights on the card (seed 003).
+    if not permissions.may(session, permissions.Actor(logger.id, logger.is_admin), card, "edit"):
+        raise Forbidden(f"sender {logger.email} may not edit card {card.id}, so not archive to it")
     key = mail.dedupe_key()
     existing = session.scalar(
         select(HistoryEntry.id).where(
@@ -396,11 +399,25 @@ def card_history(session: Session, card_id: int, limit: int = 200) -> list[Histo
 
 
 def kanban(
-    session: Session, entity_type: str, stage: str | None, limit: int = 50
+    session: Session,
+    entity_type: str,
+    stage: str | None,
+    limit: int = 50,
+    visible: ColumnElement[bool] | None = None,
 ) -> list[focus.KanbanCard]:
     if entity_type not in {e.value for e in EntityType}:
         raise InvalidInput(f"unknown entity type {entity_type!r}")
-    return focus.kanban(session, entity_type, stage, limit)
+    return focus.kanban(session, entity_type, stage, limit, visible)
+
+
+def delete_card(session: Session, card: Card, now: datetime) -> None:
+    """Delete a card with everything on it; its open activities leave the counters first."""
+    for activity in session.scalars(
+        select(Activity).where(Activity.card_id == card.id).with_for_update()
+    ).all():
+        activities.delete_activity(session, activity, now)
+    counters.invalidate(session, [card.responsible_id])
+    session.delete(card)
 
 
 def user_counters(session: Session, user_id: int, now: datetime) -> counters.Counters:

@@ -19,11 +19,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from crm_core import schemas, services
+from crm_core import accounts, calendar, permissions, schemas, services
 from crm_core.api import Clock, make_router
 from crm_core.db import read_only, unit_of_work
 from crm_core.errors import Conflict, CoreError, Forbidden, InvalidInput, NotFound
 from crm_core.models import InboundStatus, Source, utcnow
+from crm_core.permissions import Actor
 from ingest import inbound, placement, sources
 from ingest.calllog import webhook as calllog_hook
 from ingest.calllog.processing import place_call
@@ -57,16 +58,40 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         "is authenticated by its source's signature instead.",
     )
 
-    def authenticated(authorization: Annotated[str, Header()] = "") -> None:
+    def authenticated(
+        authorization: Annotated[str, Header()] = "",
+        acting: Annotated[
+            int | None,
+            Header(
+                alias="X-Acting-User",
+                description="with the admin token: the user the request acts for",
+            ),
+        ] = None,
+    ) -> Actor:
+        """The admin token (acting for X-Acting-User), or a user's own token (acting as
+        them, with their roles); 401 for anything else."""
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(
-            token.strip().encode(), api_token.encode()
-        ):
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "missing or wrong bearer token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        token = token.strip()
+        if scheme.lower() == "bearer" and token:
+            if secrets.compare_digest(token.encode(), api_token.encode()):
+                return Actor(acting, admin=True)
+            with reading() as session:
+                found = accounts.actor_for_token(session, token)
+            if found is not None:
+                return found
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing or wrong bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    Who = Annotated[Actor, Depends(authenticated)]
+
+    def administrator(who: Who) -> Actor:
+        permissions.require_admin(who)
+        return who
+
+    admin = [Depends(administrator)]
 
     # Each route opens its transaction itself and commits before answering: a client that
     # got 201 can read what it created (a yield-dependency would commit after the response).
@@ -75,8 +100,6 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
 
     def reading() -> AbstractContextManager[Session]:
         return read_only(sessions)
-
-    auth = [Depends(authenticated)]
 
     @app.exception_handler(CoreError)
     async def core_error(_request: Request, exc: CoreError) -> JSONResponse:
@@ -109,19 +132,36 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         )
 
     app.include_router(
-        make_router(sessions, default_region=settings.default_region, clock=clock),
-        dependencies=auth,
+        make_router(
+            sessions, default_region=settings.default_region, clock=clock, actor=authenticated
+        )
     )
+
+    @app.get(
+        "/calendar/{user_id}.ics",
+        response_class=Response,
+        responses={200: {"content": {"text/calendar": {}}}, 404: {"description": "no such feed"}},
+    )
+    def calendar_feed(request: Request, user_id: int, token: str = "") -> Response:
+        """A user's activities as an iCalendar feed (RFC 5545) for calendar clients; the
+        secret `token` (from `POST /api/users/{id}/calendar-feed`) is the authentication."""
+        with reading() as session:
+            user = accounts.user_for_calendar(session, user_id, token)
+            visible = permissions.readable(session, Actor(user.id, admin=user.is_admin))
+            body = calendar.feed(session, user, visible, clock(), request.url.hostname or "crm")
+        return Response(body, media_type="text/calendar; charset=utf-8")
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/api/cards/{card_id}/archive-address", status_code=201, dependencies=auth)
-    def issue_archive_address(card_id: int) -> schemas.ArchiveAddressOut:
-        """A new address for the card; a previous one keeps working for the grace period."""
+    @app.post("/api/cards/{card_id}/archive-address", status_code=201)
+    def issue_archive_address(card_id: int, who: Who) -> schemas.ArchiveAddressOut:
+        """A new address for the card (for users who may edit it); a previous one keeps
+        working for the grace period."""
         token = new_archive_token()
         with writing() as session:
+            permissions.card_for(session, who, card_id, "edit")
             services.issue_archive_address(
                 session,
                 card_id,
@@ -133,20 +173,21 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
             address=encode_archive_address(token, settings.archive_domain)
         )
 
-    @app.delete("/api/cards/{card_id}/archive-address", status_code=204, dependencies=auth)
-    def revoke_archive_address(card_id: int) -> Response:
+    @app.delete("/api/cards/{card_id}/archive-address", status_code=204)
+    def revoke_archive_address(card_id: int, who: Who) -> Response:
         with writing() as session:
+            permissions.card_for(session, who, card_id, "edit")
             services.revoke_archive_addresses(session, card_id, clock())
         return Response(status_code=204)
 
-    @app.get("/api/inbound/{item_id}", dependencies=auth)
+    @app.get("/api/inbound/{item_id}", dependencies=admin)
     def get_inbound(item_id: int) -> schemas.InboundOut:
         item = inbound.load(sessions, item_id)
         if item is None:
             raise NotFound(f"inbound item {item_id} does not exist")
         return schemas.InboundOut.model_validate(item)
 
-    @app.get("/api/inbound", dependencies=auth)
+    @app.get("/api/inbound", dependencies=admin)
     def list_inbound(
         status_filter: Annotated[InboundStatus | None, Query(alias="status")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -165,7 +206,7 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
             "revoked_at": source.revoked_at,
         }
 
-    @app.post("/api/sources", status_code=201, dependencies=auth)
+    @app.post("/api/sources", status_code=201, dependencies=admin)
     def create_source(request: Request, body: schemas.SourceIn) -> schemas.SourceCreatedOut:
         """Register a sending integration. The answer shows its signing secret once."""
         given = body.model_dump(mode="json", exclude={"kind", "name"})
@@ -174,7 +215,7 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
             out = source_out(request, source)
         return schemas.SourceCreatedOut(**out, secret=secret)
 
-    @app.get("/api/sources", dependencies=auth)
+    @app.get("/api/sources", dependencies=admin)
     def list_sources(request: Request) -> schemas.SourceListOut:
         with reading() as session:
             found = sources.list_sources(session)
@@ -182,26 +223,26 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
                 items=[schemas.SourceOut(**source_out(request, s)) for s in found]
             )
 
-    @app.get("/api/sources/{source_id}", dependencies=auth)
+    @app.get("/api/sources/{source_id}", dependencies=admin)
     def get_source(request: Request, source_id: int) -> schemas.SourceOut:
         with reading() as session:
             return schemas.SourceOut(**source_out(request, sources.get(session, source_id)))
 
-    @app.delete("/api/sources/{source_id}", status_code=204, dependencies=auth)
+    @app.delete("/api/sources/{source_id}", status_code=204, dependencies=admin)
     def revoke_source(source_id: int) -> Response:
         """Revoke: its hook answers 404 from now on."""
         with writing() as session:
             sources.revoke(session, source_id, clock())
         return Response(status_code=204)
 
-    @app.post("/api/mailboxes", status_code=201, dependencies=auth)
+    @app.post("/api/mailboxes", status_code=201, dependencies=admin)
     def create_mailbox(body: schemas.MailboxIn) -> schemas.MailboxOut:
         """An IMAP mailbox to read; its password or token is never shown again."""
         with writing() as session:
             mailbox = mailboxes.register(session, runtime.sealer, **body.model_dump())
             return schemas.MailboxOut.model_validate(mailbox)
 
-    @app.get("/api/mailboxes", dependencies=auth)
+    @app.get("/api/mailboxes", dependencies=admin)
     def list_mailboxes() -> schemas.MailboxListOut:
         with reading() as session:
             found = mailboxes.list_mailboxes(session)
@@ -209,13 +250,13 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
                 items=[schemas.MailboxOut.model_validate(m) for m in found]
             )
 
-    @app.get("/api/mailboxes/{mailbox_id}", dependencies=auth)
+    @app.get("/api/mailboxes/{mailbox_id}", dependencies=admin)
     def get_mailbox(mailbox_id: int) -> schemas.MailboxOut:
         """The mailbox with its cursor and its poller's last success or error."""
         with reading() as session:
             return schemas.MailboxOut.model_validate(mailboxes.get(session, mailbox_id))
 
-    @app.delete("/api/mailboxes/{mailbox_id}", status_code=204, dependencies=auth)
+    @app.delete("/api/mailboxes/{mailbox_id}", status_code=204, dependencies=admin)
     def revoke_mailbox(mailbox_id: int) -> Response:
         """Stop reading it (within CRM_IMAP_RELOAD_SECONDS)."""
         with writing() as session:
@@ -309,7 +350,7 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
                 # Stored is what matters: the sweeper sends it once the broker is back.
                 log.warning("broker unavailable; inbound item %s left to the sweeper", item_id)
 
-    @app.get("/api/unmatched", dependencies=auth)
+    @app.get("/api/unmatched", dependencies=admin)
     def list_unmatched(
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> schemas.InboundListOut:
@@ -323,7 +364,7 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         "chat": lambda session, item, now, card: place_chat(session, item, now, card, region),
     }
 
-    @app.post("/api/unmatched/{item_id}/attach", dependencies=auth)
+    @app.post("/api/unmatched/{item_id}/attach", dependencies=admin)
     def attach(item_id: int, body: schemas.AttachIn) -> schemas.InboundOut:
         """Put an unmatched input on a card, with every effect it would have had there."""
         with writing() as session:

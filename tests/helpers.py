@@ -101,3 +101,23 @@ def counters(api: httpx.Client, user_id: int) -> dict[str, Any]:
 def all_finished(api: httpx.Client) -> bool:
     items = inbound_items(api)
     return bool(items) and all(item["status"] != "received" for item in items)
+
+
+def grant(api: httpx.Client, user_id: int, **levels: str) -> None:
+    """Give the user a role of their own: `deal="all"` grants every action on deals at that
+    level; `deal_edit="none"` one action (the others stay at the default, "own")."""
+    grants: dict[str, dict[str, str]] = {}
+    for key, level in levels.items():
+        entity, _, action = key.partition("_")
+        if entity == "smart":
+            entity, action = "smart_process", action.removeprefix("process_")
+        actions = [action] if action else ["read", "add", "edit", "delete"]
+        for one in actions:
+            grants.setdefault(entity, {})[one] = level
+    for entity in ("deal", "lead", "invoice", "smart_process"):
+        for one in ("read", "add", "edit", "delete"):
+            grants.setdefault(entity, {}).setdefault(one, "own")
+    role = api.post("/api/roles", json={"name": f"role of user {user_id}", "permissions": grants})
+    assert role.status_code == 201, role.text
+    assigned = api.put(f"/api/users/{user_id}/roles", json={"role_ids": [role.json()["id"]]})
+    assert assigned.status_code == 200, assigned.text

@@ -307,7 +307,12 @@ def test_the_open_card_with_the_latest_activity_gets_the_call(
     assert won.json()["outcome"] == "won"
     post_signed(api, hook, call(CUSTOMER, "c-2", anna["id"]), clock)
     wait_for(lambda: all_done(api, 2), what="the second call")
-    assert [len(history(api, c["id"])) for c in (older, newer)] == [1, 1]
+    calls = [
+        [e["call_id"] for e in history(api, c["id"]) if e["type"] == "call"] for c in (older, newer)
+    ]
+    assert calls == [["c-2"], ["c-1"]]
+    # (the newer deal's history also shows it was won: a field change)
+    assert [e["type"] for e in history(api, newer["id"])].count("field_change") == 1
 
 
 TWILIO_NO_ANSWER = {  # a status callback as Twilio documents it (Voice webhooks)

@@ -27,6 +27,7 @@ from tests.helpers import (
     archive_address,
     create_card,
     create_user,
+    grant,
     history,
     inbound_items,
     make_mail,
@@ -231,6 +232,7 @@ def test_maintained_counter_equals_a_recount(
 ) -> None:
     anna = create_user(api, "anna@example.com")
     boris = create_user(api, "boris@example.com")
+    grant(api, boris["id"], deal="all")  # a colleague who may archive to anna's deals
     cards = [
         create_card(api, owner["id"], title=f"card {n}")
         for n, owner in enumerate([anna, boris, anna])

@@ -1,0 +1,210 @@
+"""A card's history (seed 002, SPEC "History"): the filtered timeline, free notes ("new
+history"), status and field changes recorded with old and new value, uploaded documents,
+and the administrator's settings on who may reopen a closed task or delete a document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from crm_core import company, permissions
+from crm_core.errors import Forbidden, InvalidInput, NotFound
+from crm_core.models import Blob, Card, Document, HistoryEntry, User
+
+# The history filter (seed 002) -> the entry types it shows.
+FILTERS: dict[str, tuple[str, ...]] = {
+    "tasks": ("task_closed", "task_reopened"),
+    "email": ("email", "bounce"),
+    "whatsapp": ("whatsapp",),
+    "sms": ("sms",),
+    "chat": ("chat",),
+    "calls": ("call",),
+    "status": ("status_change",),
+    "fields": ("field_change",),
+    "documents": ("document", "document_deleted"),
+    "notes": ("note",),
+}
+MAX_DOCUMENT_BYTES = 50 * 1024 * 1024
+
+
+def card_history(
+    session: Session,
+    card_id: int,
+    kinds: list[str],
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 200,
+) -> list[HistoryEntry]:
+    """Newest first; `kinds` are filter names (empty: everything), `since`/`until` a period."""
+    unknown = [k for k in kinds if k not in FILTERS]
+    if unknown:
+        raise InvalidInput(f"type: unknown {unknown[0]!r}; one of {', '.join(FILTERS)}")
+    query = select(HistoryEntry).where(HistoryEntry.card_id == card_id)
+    if kinds:
+        query = query.where(HistoryEntry.type.in_([t for k in kinds for t in FILTERS[k]]))
+    if since is not None:
+        query = query.where(HistoryEntry.occurred_at >= since)
+    if until is not None:
+        query = query.where(HistoryEntry.occurred_at < until)
+    order = (HistoryEntry.occurred_at.desc(), HistoryEntry.id.desc())
+    return list(session.scalars(query.order_by(*order).limit(limit)))
+
+
+def _who(session: Session, user_id: int | None) -> dict[str, Any]:
+    name = session.scalar(select(User.name).where(User.id == user_id)) if user_id else None
+    return {"id": user_id, "name": name}
+
+
+def _entry(
+    session: Session, card: Card, kind: str, by: int | None, now: datetime, data: dict[str, Any]
+) -> HistoryEntry:
+    entry = HistoryEntry(
+        card_id=card.id,
+        type=kind,
+        occurred_at=now,
+        logged_at=now,
+        logged_by_id=by,
+        data={**data, "by": _who(session, by)},
+    )
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def add_note(
+    session: Session, card: Card, text: str, by: int | None, now: datetime
+) -> HistoryEntry:
+    """A "new history" entry: something done with the customer, without a task."""
+    if not text.strip():
+        raise InvalidInput("text: a note needs some text")
+    return _entry(session, card, "note", by, now, {"text": text})
+
+
+def record_changes(
+    session: Session, card: Card, before: dict[str, Any], by: int | None, now: datetime
+) -> None:
+    """One entry per changed field: the stage as a status change, the rest as field changes."""
+    for name, old in before.items():
+        new = getattr(card, name)
+        if new == old:
+            continue
+        kind = "status_change" if name == "stage" else "field_change"
+        _entry(session, card, kind, by, now, {"field": name, "old": old, "new": new})
+
+
+def upload_document(
+    session: Session,
+    card: Card,
+    file_name: str,
+    media_type: str,
+    content: bytes,
+    by: int | None,
+    now: datetime,
+) -> Document:
+    """A file uploaded to the card: a document, and an entry in its history."""
+    if not file_name.strip() or len(file_name) > 255:
+        raise InvalidInput("name: a file name of 1 to 255 characters")
+    if len(content) > MAX_DOCUMENT_BYTES:
+        raise InvalidInput(f"body: a document is at most {MAX_DOCUMENT_BYTES} bytes")
+    digest = hashlib.sha256(content).hexdigest()
+    if session.get(Blob, digest) is None:
+        session.add(Blob(sha256=digest, size=len(content), content=content))
+        session.flush()
+    entry = _entry(
+        session,
+        card,
+        "document",
+        by,
+        now,
+        {"file_name": file_name, "media_type": media_type, "size": len(content)},
+    )
+    document = Document(
+        card_id=card.id,
+        history_entry_id=entry.id,
+        file_name=file_name,
+        media_type=media_type[:255],
+        size=len(content),
+        sha256=digest,
+        created_at=now,
+    )
+    session.add(document)
+    session.flush()
+    entry.data = {**entry.data, "document_id": document.id}
+    return document
+
+
+def allowed_by_setting(
+    session: Session, actor: permissions.Actor, card: Card, setting: str
+) -> bool:
+    """The history settings: who may reopen a closed task / delete a document of this card."""
+    who = company.get(session, setting)
+    if who == "nobody":
+        return False
+    if actor.admin:
+        return True
+    if who == "editors":
+        return permissions.may(session, actor, card, "edit")
+    if who == "responsible":
+        return actor.user_id == card.responsible_id and permissions.may(
+            session, actor, card, "edit"
+        )
+    return False
+
+
+def check_reopen(session: Session, actor: permissions.Actor, cards: list[Card]) -> None:
+    for card in cards:
+        if not allowed_by_setting(session, actor, card, "reopen_tasks"):
+            raise Forbidden(
+                f"the history settings do not let you reopen tasks of card {card.id} "
+                f"(reopen_tasks: {company.get(session, 'reopen_tasks')})"
+            )
+
+
+def delete_document(
+    session: Session, actor: permissions.Actor, document_id: int, now: datetime
+) -> HistoryEntry:
+    """Delete a document for good, its content too unless another document shares it; the
+    card's history records who deleted which file and when."""
+    document = session.get(Document, document_id)
+    if document is None:
+        raise NotFound(f"document {document_id} does not exist")
+    card = permissions.card_for(session, actor, document.card_id)  # NotFound if unreadable
+    if not allowed_by_setting(session, actor, card, "delete_documents"):
+        raise Forbidden(
+            "the history settings do not let you delete documents "
+            f"(delete_documents: {company.get(session, 'delete_documents')})"
+        )
+    mail = (
+        session.get(HistoryEntry, document.history_entry_id) if document.history_entry_id else None
+    )
+    if mail is not None and isinstance(mail.data.get("attachments"), list):
+        mail.data = {
+            **mail.data,
+            "attachments": [
+                {**a, "deleted": True} if a.get("document_id") == document.id else a
+                for a in mail.data["attachments"]
+            ],
+        }
+    digest, name = document.sha256, document.file_name
+    session.delete(document)
+    session.flush()
+    shared = session.scalar(
+        select(func.count()).select_from(Document).where(Document.sha256 == digest)
+    )
+    if not shared:
+        blob = session.get(Blob, digest)
+        if blob is not None:
+            session.delete(blob)
+    return _entry(
+        session,
+        card,
+        "document_deleted",
+        actor.user_id,
+        now,
+        {"document_id": document_id, "file_name": name},
+    )
