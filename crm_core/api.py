@@ -50,6 +50,19 @@ def make_router(
     router = APIRouter(prefix="/api")
     Who = Annotated[Actor, Depends(actor)]
 
+    # Checked as dependencies, before the body is read: a caller without the right learns
+    # nothing of what a valid request would look like.
+    def administrator(who: Who) -> Actor:
+        permissions.require_admin(who)
+        return who
+
+    def self_or_admin(user_id: int, who: Who) -> Actor:
+        permissions.require_self_or_admin(who, user_id)
+        return who
+
+    Admin = Annotated[Actor, Depends(administrator)]
+    SelfOrAdmin = Annotated[Actor, Depends(self_or_admin)]
+
     # Each route opens its transaction itself and commits before answering: a client that
     # got 201 can read what it created (a yield-dependency would commit after the response).
     def writing() -> AbstractContextManager[Session]:
@@ -61,10 +74,9 @@ def make_router(
     # --- users and their access ---------------------------------------------------------
 
     @router.post("/users", status_code=201)
-    def create_user(body: schemas.UserIn, who: Who) -> schemas.UserOut:
+    def create_user(body: schemas.UserIn, who: Admin) -> schemas.UserOut:
         """A new user (administrators); without roles they may do everything with their
         own items."""
-        permissions.require_admin(who)
         with writing() as session:
             user = services.create_user(session, str(body.email), body.name, body.timezone)
             return schemas.UserOut.model_validate(user)
@@ -75,10 +87,9 @@ def make_router(
             return schemas.UserOut.model_validate(services.get_user(session, user_id))
 
     @router.patch("/users/{user_id}")
-    def edit_user(user_id: int, body: schemas.UserPatch, who: Who) -> schemas.UserOut:
+    def edit_user(user_id: int, body: schemas.UserPatch, who: SelfOrAdmin) -> schemas.UserOut:
         """Their N and time zone (the user or an administrator); their manager
         (administrators)."""
-        permissions.require_self_or_admin(who, user_id)
         if "manager_id" in body.model_fields_set:
             permissions.require_admin(who)
         with writing() as session:
@@ -94,9 +105,8 @@ def make_router(
             return schemas.UserOut.model_validate(user)
 
     @router.patch("/users/{user_id}/access")
-    def edit_access(user_id: int, body: schemas.UserAccessPatch, who: Who) -> schemas.UserOut:
+    def edit_access(user_id: int, body: schemas.UserAccessPatch, who: Admin) -> schemas.UserOut:
         """Department and administrator flag (administrators)."""
-        permissions.require_admin(who)
         with writing() as session:
             user = accounts.place_user(
                 session,
@@ -109,25 +119,24 @@ def make_router(
             return schemas.UserOut.model_validate(user)
 
     @router.get("/users/{user_id}/roles")
-    def get_roles(user_id: int, who: Who) -> schemas.UserRolesOut:
-        permissions.require_self_or_admin(who, user_id)
+    def get_roles(user_id: int, who: SelfOrAdmin) -> schemas.UserRolesOut:
         with reading() as session:
             services.get_user(session, user_id)
             return schemas.UserRolesOut(role_ids=accounts.role_ids(session, user_id))
 
     @router.put("/users/{user_id}/roles")
-    def set_roles(user_id: int, body: schemas.UserRolesIn, who: Who) -> schemas.UserRolesOut:
+    def set_roles(user_id: int, body: schemas.UserRolesIn, who: Admin) -> schemas.UserRolesOut:
         """The user's roles, replaced (administrators); none: the default (all own)."""
-        permissions.require_admin(who)
         with writing() as session:
             return schemas.UserRolesOut(
                 role_ids=accounts.set_roles(session, user_id, body.role_ids)
             )
 
     @router.post("/users/{user_id}/tokens", status_code=201)
-    def issue_token(user_id: int, body: schemas.TokenIn, who: Who) -> schemas.TokenCreatedOut:
+    def issue_token(
+        user_id: int, body: schemas.TokenIn, who: SelfOrAdmin
+    ) -> schemas.TokenCreatedOut:
         """A personal API token: every request with it acts as the user. Shown only here."""
-        permissions.require_self_or_admin(who, user_id)
         with writing() as session:
             row, token = accounts.issue_token(session, user_id, body.name, clock())
             return schemas.TokenCreatedOut(
@@ -135,23 +144,20 @@ def make_router(
             )
 
     @router.get("/users/{user_id}/tokens")
-    def list_tokens(user_id: int, who: Who) -> schemas.TokenListOut:
-        permissions.require_self_or_admin(who, user_id)
+    def list_tokens(user_id: int, who: SelfOrAdmin) -> schemas.TokenListOut:
         with reading() as session:
             found = accounts.list_tokens(session, user_id)
             return schemas.TokenListOut(items=[schemas.TokenOut.model_validate(t) for t in found])
 
     @router.delete("/users/{user_id}/tokens/{token_id}", status_code=204)
-    def revoke_token(user_id: int, token_id: int, who: Who) -> Response:
-        permissions.require_self_or_admin(who, user_id)
+    def revoke_token(user_id: int, token_id: int, who: SelfOrAdmin) -> Response:
         with writing() as session:
             accounts.revoke_token(session, user_id, token_id, clock())
         return Response(status_code=204)
 
     @router.post("/users/{user_id}/calendar-feed", status_code=201)
-    def calendar_feed(user_id: int, request: Request, who: Who) -> schemas.CalendarFeedOut:
+    def calendar_feed(user_id: int, request: Request, who: SelfOrAdmin) -> schemas.CalendarFeedOut:
         """A new secret URL of the user's iCalendar feed (the previous one stops working)."""
-        permissions.require_self_or_admin(who, user_id)
         with writing() as session:
             token = accounts.issue_calendar_token(session, user_id)
         base = str(request.base_url).rstrip("/")
@@ -175,30 +181,26 @@ def make_router(
         )
 
     @router.post("/roles", status_code=201)
-    def create_role(body: schemas.RoleIn, who: Who) -> schemas.RoleOut:
-        permissions.require_admin(who)
+    def create_role(body: schemas.RoleIn, who: Admin) -> schemas.RoleOut:
         with writing() as session:
             grants = body.model_dump(mode="json")["permissions"]
             return schemas.RoleOut.model_validate(accounts.create_role(session, body.name, grants))
 
     @router.get("/roles")
-    def list_roles(who: Who) -> schemas.RoleListOut:
-        permissions.require_admin(who)
+    def list_roles(who: Admin) -> schemas.RoleListOut:
         with reading() as session:
             return schemas.RoleListOut(
                 items=[schemas.RoleOut.model_validate(r) for r in accounts.list_roles(session)]
             )
 
     @router.patch("/roles/{role_id}")
-    def edit_role(role_id: int, body: schemas.RolePatch, who: Who) -> schemas.RoleOut:
-        permissions.require_admin(who)
+    def edit_role(role_id: int, body: schemas.RolePatch, who: Admin) -> schemas.RoleOut:
         with writing() as session:
             grants = body.model_dump(mode="json")["permissions"]
             return schemas.RoleOut.model_validate(accounts.edit_role(session, role_id, grants))
 
     @router.post("/departments", status_code=201)
-    def create_department(body: schemas.DepartmentIn, who: Who) -> schemas.DepartmentOut:
-        permissions.require_admin(who)
+    def create_department(body: schemas.DepartmentIn, who: Admin) -> schemas.DepartmentOut:
         with writing() as session:
             department = accounts.create_department(session, body.name, body.head_id)
             return schemas.DepartmentOut.model_validate(department)
@@ -617,10 +619,9 @@ def make_router(
             return schemas.SettingsOut.model_validate(company.all_settings(session))
 
     @router.patch("/settings")
-    def edit_settings(body: schemas.SettingsPatch, who: Who) -> schemas.SettingsOut:
+    def edit_settings(body: schemas.SettingsPatch, who: Admin) -> schemas.SettingsOut:
         """`counter_mode` switches every counter at once (both modes are always maintained);
         `reopen_tasks` and `delete_documents` are the history settings (administrators)."""
-        permissions.require_admin(who)
         with writing() as session:
             for key, value in body.model_dump(exclude_none=True).items():
                 company.put(session, key, value)

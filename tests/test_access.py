@@ -1,0 +1,494 @@
+"""Access rights, generated: every API route against every level of the action it needs,
+for a card of the user's own, of a colleague of their department and of a stranger.
+
+SPEC "Access rights"; seed 003. A card the user may not read answers 404 (never 403: ids are
+not confirmed); one they may read but not change answers 403; bulk endpoints check every id
+they are given before changing anything. The route list is read from the app itself: a new
+route without a line here fails the test.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from crm_core.permissions import LEVELS
+from ingest.runtime import Runtime
+from tests.conftest import FakeClock
+from tests.helpers import create_user
+
+Call = Callable[[httpx.Client, "World", "Target"], httpx.Response]
+RELATIONS = ("own", "colleague", "stranger")
+# Which of the three responsibles each level reaches (the user and the colleague share the
+# Sales department; the stranger is in Support).
+REACH = {
+    "none": set(),
+    "own": {"own"},
+    "department": {"own", "colleague"},
+    "all": {"own", "colleague", "stranger"},
+}
+
+
+@dataclass
+class World:
+    admin: httpx.Client
+    user: httpx.Client  # with the user's own token
+    user_id: int
+    role_id: int
+    ids: dict[str, int]  # relation -> responsible's user id
+    clock: FakeClock
+
+
+@dataclass
+class Target:
+    card: int
+    activity: int
+    document: int
+
+
+def grants(**levels: str) -> dict[str, dict[str, str]]:
+    """deal: every action at `default`, except those given; other entity types: own."""
+    default = levels.pop("default", "own")
+    found = {e: dict.fromkeys(("read", "add", "edit", "delete"), "own") for e in ENTITIES}
+    found["deal"] = {a: levels.get(a, default) for a in ("read", "add", "edit", "delete")}
+    return found
+
+
+ENTITIES = ("deal", "lead", "invoice", "smart_process")
+
+
+@pytest.fixture
+def world(api: httpx.Client, runtime: Runtime, clock: FakeClock) -> Iterator[World]:
+    me = create_user(api, "me@example.com", "Me")
+    colleague = create_user(api, "colleague@example.com", "Colleague")
+    stranger = create_user(api, "stranger@example.com", "Stranger")
+    sales = api.post("/api/departments", json={"name": "Sales"}).json()
+    support = api.post("/api/departments", json={"name": "Support"}).json()
+    for person, department in ((me, sales), (colleague, sales), (stranger, support)):
+        placed = api.patch(
+            f"/api/users/{person['id']}/access", json={"department_id": department["id"]}
+        )
+        assert placed.status_code == 200, placed.text
+    role = api.post("/api/roles", json={"name": "tested", "permissions": grants()}).json()
+    assert (
+        api.put(f"/api/users/{me['id']}/roles", json={"role_ids": [role["id"]]}).status_code == 200
+    )
+    token = api.post(f"/api/users/{me['id']}/tokens", json={"name": "matrix"}).json()["token"]
+    user = httpx.Client(
+        base_url=str(api.base_url), headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    # The history settings in their most open form, so the matrix tests the card rights
+    api.patch("/api/settings", json={"reopen_tasks": "editors", "delete_documents": "editors"})
+    try:
+        yield World(
+            api,
+            user,
+            me["id"],
+            role["id"],
+            {"own": me["id"], "colleague": colleague["id"], "stranger": stranger["id"]},
+            clock,
+        )
+    finally:
+        user.close()
+
+
+def make_target(w: World, relation: str, entity_type: str = "deal") -> Target:
+    responsible = w.ids[relation]
+    card = w.admin.post(
+        "/api/cards",
+        json={
+            "title": f"{relation} {entity_type}",
+            "entity_type": entity_type,
+            "stage": "new",
+            "responsible_id": responsible,
+        },
+    ).json()
+    activity = w.admin.post(
+        "/api/activities",
+        json={
+            "card_id": card["id"],
+            "type": "call",
+            "subject": "Call back",
+            "responsible_id": responsible,
+            "deadline": (w.clock() + timedelta(hours=2)).isoformat(),
+        },
+    ).json()
+    document = w.admin.post(
+        f"/api/cards/{card['id']}/documents",
+        params={"name": "offer.txt"},
+        content=b"the offer",
+        headers={"Content-Type": "text/plain"},
+    ).json()
+    return Target(card["id"], activity["id"], document["id"])
+
+
+def set_role(w: World, **levels: str) -> None:
+    response = w.admin.patch(f"/api/roles/{w.role_id}", json={"permissions": grants(**levels)})
+    assert response.status_code == 200, response.text
+
+
+# --- what each route needs ---------------------------------------------------------------
+
+CARD_ROUTES: dict[tuple[str, str], tuple[str, Call, int]] = {
+    ("GET", "/api/cards/{card_id}"): ("read", lambda c, w, t: c.get(f"/api/cards/{t.card}"), 200),
+    ("PATCH", "/api/cards/{card_id}"): (
+        "edit",
+        lambda c, w, t: c.patch(f"/api/cards/{t.card}", json={"stage": "won"}),
+        200,
+    ),
+    ("DELETE", "/api/cards/{card_id}"): (
+        "delete",
+        lambda c, w, t: c.delete(f"/api/cards/{t.card}"),
+        204,
+    ),
+    ("POST", "/api/cards/{card_id}/read"): (
+        "read",
+        lambda c, w, t: c.post(f"/api/cards/{t.card}/read"),
+        204,
+    ),
+    ("POST", "/api/cards/{card_id}/unread"): (
+        "read",
+        lambda c, w, t: c.post(f"/api/cards/{t.card}/unread"),
+        204,
+    ),
+    ("GET", "/api/cards/{card_id}/history"): (
+        "read",
+        lambda c, w, t: c.get(f"/api/cards/{t.card}/history"),
+        200,
+    ),
+    ("POST", "/api/cards/{card_id}/notes"): (
+        "edit",
+        lambda c, w, t: c.post(f"/api/cards/{t.card}/notes", json={"text": "Met them"}),
+        201,
+    ),
+    ("GET", "/api/cards/{card_id}/documents"): (
+        "read",
+        lambda c, w, t: c.get(f"/api/cards/{t.card}/documents"),
+        200,
+    ),
+    ("POST", "/api/cards/{card_id}/documents"): (
+        "edit",
+        lambda c, w, t: c.post(
+            f"/api/cards/{t.card}/documents", params={"name": "a.txt"}, content=b"a"
+        ),
+        201,
+    ),
+    ("POST", "/api/cards/{card_id}/comments"): (
+        "edit",
+        lambda c, w, t: c.post(f"/api/cards/{t.card}/comments", json={"text": "Hi"}),
+        201,
+    ),
+    ("GET", "/api/cards/{card_id}/comments"): (
+        "read",
+        lambda c, w, t: c.get(f"/api/cards/{t.card}/comments"),
+        200,
+    ),
+    ("POST", "/api/cards/{card_id}/archive-address"): (
+        "edit",
+        lambda c, w, t: c.post(f"/api/cards/{t.card}/archive-address"),
+        201,
+    ),
+    ("DELETE", "/api/cards/{card_id}/archive-address"): (
+        "edit",
+        lambda c, w, t: c.delete(f"/api/cards/{t.card}/archive-address"),
+        204,
+    ),
+    ("GET", "/api/documents/{document_id}/content"): (
+        "read",
+        lambda c, w, t: c.get(f"/api/documents/{t.document}/content"),
+        200,
+    ),
+    ("DELETE", "/api/documents/{document_id}"): (
+        "edit",  # delete_documents = editors in this world
+        lambda c, w, t: c.delete(f"/api/documents/{t.document}"),
+        204,
+    ),
+    ("POST", "/api/activities"): (
+        "edit",
+        lambda c, w, t: c.post(
+            "/api/activities",
+            json={"card_id": t.card, "type": "task", "responsible_id": w.user_id},
+        ),
+        201,
+    ),
+    ("GET", "/api/activities/{activity_id}"): (
+        "read",
+        lambda c, w, t: c.get(f"/api/activities/{t.activity}"),
+        200,
+    ),
+    ("PATCH", "/api/activities/{activity_id}"): (
+        "edit",
+        lambda c, w, t: c.patch(f"/api/activities/{t.activity}", json={"subject": "New"}),
+        200,
+    ),
+    ("DELETE", "/api/activities/{activity_id}"): (
+        "edit",
+        lambda c, w, t: c.delete(f"/api/activities/{t.activity}"),
+        204,
+    ),
+    ("POST", "/api/activities/{activity_id}/close"): (
+        "edit",
+        lambda c, w, t: c.post(f"/api/activities/{t.activity}/close", json={}),
+        200,
+    ),
+    ("POST", "/api/activities/{activity_id}/reopen"): (
+        "edit",
+        lambda c, w, t: reopen(c, w, t),
+        200,
+    ),
+    ("POST", "/api/activities/{activity_id}/comments"): (
+        "edit",
+        lambda c, w, t: c.post(f"/api/activities/{t.activity}/comments", json={"text": "Hi"}),
+        201,
+    ),
+    ("POST", "/api/activities/bulk"): ("edit", lambda c, w, t: bulk(c, w, t), 200),
+}
+
+
+def reopen(client: httpx.Client, w: World, t: Target) -> httpx.Response:
+    closed = w.admin.post(f"/api/activities/{t.activity}/close", json={})
+    assert closed.status_code == 200
+    return client.post(f"/api/activities/{t.activity}/reopen")
+
+
+def bulk(client: httpx.Client, w: World, t: Target) -> httpx.Response:
+    """One of the user's own activities and the target's, marked done together: all or
+    nothing, whatever the order of the ids."""
+    mine = make_target(w, "own").activity
+    response = client.post(
+        "/api/activities/bulk", json={"ids": [t.activity, mine], "action": "done"}
+    )
+    still_open = w.admin.get(f"/api/activities/{mine}").json()["is_open"]
+    assert still_open == (response.status_code != 200), "bulk changed some ids and not others"
+    return response
+
+
+# Not about one card: who may call them at all.
+ADMIN_ONLY = {
+    ("POST", "/api/users"),
+    ("PATCH", "/api/users/{user_id}/access"),
+    ("PUT", "/api/users/{user_id}/roles"),
+    ("POST", "/api/roles"),
+    ("GET", "/api/roles"),
+    ("PATCH", "/api/roles/{role_id}"),
+    ("POST", "/api/departments"),
+    ("PATCH", "/api/settings"),
+    ("GET", "/api/inbound/{item_id}"),
+    ("GET", "/api/inbound"),
+    ("POST", "/api/sources"),
+    ("GET", "/api/sources"),
+    ("GET", "/api/sources/{source_id}"),
+    ("DELETE", "/api/sources/{source_id}"),
+    ("POST", "/api/mailboxes"),
+    ("GET", "/api/mailboxes"),
+    ("GET", "/api/mailboxes/{mailbox_id}"),
+    ("DELETE", "/api/mailboxes/{mailbox_id}"),
+    ("GET", "/api/unmatched"),
+    ("POST", "/api/unmatched/{item_id}/attach"),
+}
+SELF_OR_ADMIN = {
+    ("PATCH", "/api/users/{user_id}"),
+    ("GET", "/api/users/{user_id}/roles"),
+    ("POST", "/api/users/{user_id}/tokens"),
+    ("GET", "/api/users/{user_id}/tokens"),
+    ("DELETE", "/api/users/{user_id}/tokens/{token_id}"),
+    ("POST", "/api/users/{user_id}/calendar-feed"),
+    ("GET", "/api/users/{user_id}/counters"),  # and the user's managers
+}
+ANY_USER = {("GET", "/api/users/{user_id}"), ("GET", "/api/settings"), ("GET", "/api/departments")}
+# Lists: what they show is filtered card by card (test_lists_show_only_readable_cards).
+FILTERED = {
+    ("POST", "/api/cards"),  # checked against `add` in test_adding_follows_the_add_level
+    ("GET", "/api/kanban"),
+    ("GET", "/api/activities"),
+    ("GET", "/api/calendar"),
+    ("GET", "/api/reports/activities"),
+}
+# Authenticated otherwise: by the provider's signature, or the feed's secret token.
+NOT_BEARER = {
+    ("POST", "/hooks/calllog/{source_id}"),
+    ("GET", "/hooks/chat/{source_id}"),
+    ("POST", "/hooks/chat/{source_id}"),
+    ("GET", "/calendar/{user_id}.ics"),
+}
+
+
+def test_every_route_has_its_rule(api: httpx.Client) -> None:
+    spec = api.get("/openapi.json").json()
+    routes = {
+        (method.upper(), path)
+        for path, operations in spec["paths"].items()
+        for method in operations
+    }
+    covered = set(CARD_ROUTES) | ADMIN_ONLY | SELF_OR_ADMIN | ANY_USER | FILTERED | NOT_BEARER
+    assert routes - covered == set(), "routes without an access rule in this test"
+    assert covered - routes == set(), "rules for routes that no longer exist"
+
+
+def expected(action: str, read_level: str, action_level: str, relation: str, ok: int) -> int:
+    if relation not in REACH[read_level]:
+        return 404
+    if relation not in REACH[action_level]:
+        return 403
+    return ok
+
+
+@pytest.mark.timeout(600)
+def test_card_routes_give_exactly_what_the_role_allows(world: World) -> None:
+    failures = []
+    checked = 0
+    for (method, path), (action, call, ok) in CARD_ROUTES.items():
+        # The level of the route's own action, with read open; and read itself, with the
+        # action open (a card one may not read is never changed, even with edit at all).
+        combos = (
+            [(level, level) for level in LEVELS]
+            if action == "read"
+            else [
+                *(("all", level) for level in LEVELS),
+                *((level, "all") for level in LEVELS),
+            ]
+        )
+        for (read_level, action_level), relation in itertools.product(combos, RELATIONS):
+            set_role(world, **{"read": read_level, action: action_level})
+            target = make_target(world, relation)
+            response = call(world.user, world, target)
+            want = expected(action, read_level, action_level, relation, ok)
+            checked += 1
+            if response.status_code != want:
+                failures.append(
+                    f"{method} {path} read={read_level} {action}={action_level} "
+                    f"{relation}'s card: {response.status_code} instead of {want} "
+                    f"({response.text[:120]})"
+                )
+    assert failures == [], "\n".join(failures)
+    print(f"\n{checked} card-route cases checked")
+
+
+def test_a_card_one_may_not_read_looks_like_no_card(world: World) -> None:
+    set_role(world, read="own")
+    hidden = make_target(world, "stranger")
+    ghost = world.user.get("/api/cards/999999")
+    seen = world.user.get(f"/api/cards/{hidden.card}")
+    assert (seen.status_code, ghost.status_code) == (404, 404)
+    assert seen.json()["detail"] == f"card {hidden.card} does not exist"
+    # The admin token sees it
+    assert world.admin.get(f"/api/cards/{hidden.card}").status_code == 200
+
+
+def test_rights_are_per_entity_type(world: World) -> None:
+    levels = {e: dict.fromkeys(("read", "add", "edit", "delete"), "none") for e in ENTITIES}
+    levels["lead"] = dict.fromkeys(("read", "add", "edit", "delete"), "all")
+    assert (
+        world.admin.patch(f"/api/roles/{world.role_id}", json={"permissions": levels}).status_code
+        == 200
+    )
+    for entity in ENTITIES:
+        target = make_target(world, "stranger", entity)
+        response = world.user.get(f"/api/cards/{target.card}")
+        assert response.status_code == (200 if entity == "lead" else 404), entity
+
+
+def test_adding_follows_the_add_level(world: World) -> None:
+    for level, relation in itertools.product(LEVELS, RELATIONS):
+        set_role(world, add=level)
+        response = world.user.post(
+            "/api/cards",
+            json={
+                "title": "New",
+                "entity_type": "deal",
+                "stage": "new",
+                "responsible_id": world.ids[relation],
+            },
+        )
+        assert response.status_code == (201 if relation in REACH[level] else 403), (level, relation)
+
+
+def test_lists_show_only_readable_cards(world: World) -> None:
+    targets = {r: make_target(world, r) for r in RELATIONS}
+    since = (world.clock() - timedelta(days=1)).isoformat()
+    until = (world.clock() + timedelta(days=1)).isoformat()
+    for level in LEVELS:
+        set_role(world, read=level)
+        want = {targets[r].card for r in REACH[level]}
+        kanban = world.user.get("/api/kanban", params={"entity_type": "deal"}).json()["cards"]
+        assert {c["id"] for c in kanban} == want, level
+        listed = world.user.get("/api/activities").json()["items"]
+        assert {a["card_id"] for a in listed} == want, level
+        users = ",".join(str(world.ids[r]) for r in RELATIONS)
+        calendar = world.user.get("/api/calendar", params={"users": users, "view": "week"}).json()
+        shown = {a["card_id"] for u in calendar["users"] for a in u["activities"]}
+        assert shown == want, level
+        report = world.user.get(
+            "/api/reports/activities", params={"since": since, "until": until}
+        ).json()
+        assert sum(r["count"] for r in report["rows"]) == len(want), level
+
+
+def test_admin_only_and_personal_routes(world: World, api: httpx.Client) -> None:
+    me, other = world.ids["own"], world.ids["stranger"]
+
+    def path(template: str, user: int) -> str:
+        return (
+            template.replace("{user_id}", str(user))
+            .replace("{token_id}", "1")
+            .replace("{role_id}", str(world.role_id))
+            .replace("{item_id}", "1")
+            .replace("{source_id}", "1")
+            .replace("{mailbox_id}", "1")
+        )
+
+    bodies: dict[str, Any] = {"json": {}}
+    for method, template in sorted(ADMIN_ONLY):
+        response = world.user.request(method, path(template, me), **bodies)
+        assert response.status_code == 403, (method, template, response.text)
+    for method, template in sorted(SELF_OR_ADMIN):
+        response = world.user.request(method, path(template, other), **bodies)
+        assert response.status_code == 403, (method, template, response.text)
+        if method in ("GET", "POST"):
+            own = world.user.request(method, path(template, me), **bodies)
+            assert own.status_code in (200, 201), (method, template, own.text)
+    for method, template in sorted(ANY_USER):
+        assert world.user.request(method, path(template, other)).status_code == 200
+    # A manager reads their employee's counters; a user with the admin flag may do all
+    api.patch(f"/api/users/{other}", json={"manager_id": me})
+    assert world.user.get(f"/api/users/{other}/counters").status_code == 200
+    api.patch(f"/api/users/{me}/access", json={"is_admin": True})
+    assert world.user.get("/api/roles").status_code == 200
+
+
+def test_tokens_are_shown_once_stored_hashed_and_revocable(
+    world: World, api: httpx.Client, runtime: Runtime
+) -> None:
+    issued = world.user.post(f"/api/users/{world.user_id}/tokens", json={"name": "phone"})
+    assert issued.status_code == 201
+    token = issued.json()["token"]
+    listed = world.user.get(f"/api/users/{world.user_id}/tokens").json()["items"]
+    assert token not in str(listed) and {t["name"] for t in listed} == {"matrix", "phone"}
+    with runtime.engine.connect() as conn:
+        stored = [row[0] for row in conn.exec_driver_sql("SELECT token_hash FROM api_tokens")]
+    assert token not in stored and all(len(h) == 64 for h in stored)
+    phone = httpx.Client(
+        base_url=str(api.base_url), headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    try:
+        assert phone.get(f"/api/users/{world.user_id}").status_code == 200
+        revoked = world.user.delete(f"/api/users/{world.user_id}/tokens/{issued.json()['id']}")
+        assert revoked.status_code == 204
+        assert phone.get(f"/api/users/{world.user_id}").status_code == 401
+    finally:
+        phone.close()
+    # The acting user of a token is its owner: comments are written as them
+    target = make_target(world, "own")
+    comment = world.user.post(f"/api/cards/{target.card}/comments", json={"text": "Mine"})
+    assert comment.json()["author_id"] == world.user_id
+    forged = world.user.post(
+        f"/api/cards/{target.card}/comments",
+        json={"text": "As someone else", "author_id": world.ids["colleague"]},
+    )
+    assert forged.status_code == 403

@@ -1,0 +1,341 @@
+"""History (filters, notes, status and field changes, documents; reopen and delete under the
+administrator's settings, with their audit entries), calendars (day/week/month, several
+users, an iCalendar feed read back with the icalendar library), reports, and mail from a
+user who may not edit the card.
+
+SPEC "History", "Access rights", "Calendar"; seeds 002, 003, 004.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import icalendar
+import pytest
+
+from ingest.runtime import Runtime
+from tests.conftest import API_TOKEN, FakeClock
+from tests.helpers import (
+    archive_address,
+    create_card,
+    create_user,
+    grant,
+    history,
+    inbound_items,
+    make_mail,
+    send,
+    wait_for,
+)
+
+
+def as_user(api: httpx.Client, user_id: int) -> httpx.Client:
+    token = api.post(f"/api/users/{user_id}/tokens", json={"name": "test"}).json()["token"]
+    return httpx.Client(
+        base_url=str(api.base_url), headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+
+
+def types(api: httpx.Client, card_id: int, **params: Any) -> list[str]:
+    response = api.get(f"/api/cards/{card_id}/history", params=params)
+    assert response.status_code == 200, response.text
+    return [e["type"] for e in response.json()["items"]]
+
+
+def test_history_records_changes_notes_and_documents_and_filters_them(
+    api: httpx.Client, runtime: Runtime, clock: FakeClock
+) -> None:
+    anna = create_user(api, "anna@example.com", "Anna")
+    card = create_card(api, anna["id"])
+    anna_api = as_user(api, anna["id"])
+    try:
+        # Status and field changes, by Anna, with old and new value
+        assert (
+            anna_api.patch(f"/api/cards/{card['id']}", json={"stage": "proposal"}).status_code
+            == 200
+        )
+        clock.advance(minutes=1)
+        anna_api.patch(f"/api/cards/{card['id']}", json={"title": "Acme: 45 licences"})
+        clock.advance(minutes=1)
+        note = anna_api.post(
+            f"/api/cards/{card['id']}/notes", json={"text": "Met John at the fair"}
+        )
+        assert note.status_code == 201 and note.json()["text"] == "Met John at the fair"
+        clock.advance(minutes=1)
+        upload = anna_api.post(
+            f"/api/cards/{card['id']}/documents",
+            params={"name": "offer.pdf"},
+            content=b"%PDF-1.4 offer",
+            headers={"Content-Type": "application/pdf"},
+        )
+        assert upload.status_code == 201, upload.text
+        act = anna_api.post(
+            "/api/activities",
+            json={"card_id": card["id"], "type": "task", "responsible_id": anna["id"]},
+        ).json()
+        clock.advance(minutes=1)
+        anna_api.post(f"/api/activities/{act['id']}/close", json={})
+    finally:
+        anna_api.close()
+
+    items = api.get(f"/api/cards/{card['id']}/history").json()["items"]
+    by_type = {e["type"]: e for e in items}
+    stage = by_type["status_change"]
+    assert (stage["field"], stage["old"], stage["new"]) == ("stage", "new", "proposal")
+    assert stage["by"] == {"id": anna["id"], "name": "Anna"} and stage["logged_by_id"] == anna["id"]
+    title = by_type["field_change"]
+    assert (title["old"], title["new"]) == ("Acme deal", "Acme: 45 licences")
+    assert by_type["document"]["file_name"] == "offer.pdf"
+    assert types(api, card["id"]) == [
+        "task_closed",
+        "document",
+        "note",
+        "field_change",
+        "status_change",
+    ]
+
+    # The filter, alone or combined, and the period
+    assert types(api, card["id"], type="notes") == ["note"]
+    assert types(api, card["id"], type=["status", "fields"]) == ["field_change", "status_change"]
+    assert types(api, card["id"], type="tasks") == ["task_closed"]
+    assert types(api, card["id"], type="documents") == ["document"]
+    first = datetime.fromisoformat(stage["occurred_at"])
+    assert types(api, card["id"], since=(first + timedelta(seconds=30)).isoformat()) == [
+        "task_closed",
+        "document",
+        "note",
+        "field_change",
+    ]
+    assert types(api, card["id"], until=(first + timedelta(seconds=30)).isoformat()) == [
+        "status_change"
+    ]
+    bad = api.get(f"/api/cards/{card['id']}/history", params={"type": "gossip"})
+    assert bad.status_code == 422 and "gossip" in bad.json()["detail"]
+
+
+@pytest.mark.parametrize("setting", ["editors", "admins"])
+def test_reopening_a_closed_task_follows_the_setting(
+    api: httpx.Client, runtime: Runtime, setting: str
+) -> None:
+    anna = create_user(api, "anna@example.com", "Anna")
+    boris = create_user(api, "boris@example.com", "Boris")
+    grant(api, boris["id"], deal="all")  # Boris may edit Anna's deals
+    card = create_card(api, anna["id"])
+    task = api.post(
+        "/api/activities",
+        json={"card_id": card["id"], "type": "task", "responsible_id": anna["id"]},
+    ).json()
+    assert (
+        api.patch("/api/settings", json={"reopen_tasks": setting}).json()["reopen_tasks"] == setting
+    )
+    boris_api = as_user(api, boris["id"])
+    try:
+        assert boris_api.post(f"/api/activities/{task['id']}/close", json={}).status_code == 200
+        reopened = boris_api.post(f"/api/activities/{task['id']}/reopen")
+    finally:
+        boris_api.close()
+    entries = history(api, card["id"])
+    if setting == "editors":
+        assert reopened.status_code == 200 and reopened.json()["is_open"] is True
+        entry = next(e for e in entries if e["type"] == "task_reopened")
+        assert entry["by"] == {"id": boris["id"], "name": "Boris"}
+    else:
+        assert reopened.status_code == 403 and "reopen_tasks: admins" in reopened.json()["detail"]
+        assert api.get(f"/api/activities/{task['id']}").json()["is_open"] is False
+        assert "task_reopened" not in [e["type"] for e in entries]
+        # an administrator still may
+        admin = api.post(f"/api/activities/{task['id']}/reopen", headers={"X-Acting-User": "1"})
+        assert admin.status_code == 200
+        assert [e["type"] for e in history(api, card["id"])].count("task_reopened") == 1
+    # ...and the counters see the task again (back in the open activities)
+    open_tasks = api.get("/api/activities", params={"card_id": card["id"], "is_open": True})
+    assert len(open_tasks.json()["items"]) == 1
+
+
+@pytest.mark.parametrize("setting", ["editors", "admins"])
+def test_deleting_a_document_follows_the_setting_and_is_for_good(
+    api: httpx.Client, runtime: Runtime, smtp_server: tuple[str, int], worker: None, setting: str
+) -> None:
+    anna = create_user(api, "anna@example.com", "Anna")
+    boris = create_user(api, "boris@example.com", "Boris")
+    grant(api, boris["id"], deal="all")
+    card = create_card(api, anna["id"])
+    address = archive_address(api, card["id"])
+    mail = make_mail("anna@example.com", address, subject="Signed contract")
+    mail.add_attachment(b"%PDF contract", maintype="application", subtype="pdf", filename="c.pdf")
+    send(smtp_server, mail, address, "anna@example.com")
+    wait_for(lambda: inbound_items(api, "processed"), what="the mail")
+    [document] = api.get(f"/api/cards/{card['id']}/documents").json()["items"]
+    api.patch("/api/settings", json={"delete_documents": setting})
+
+    boris_api = as_user(api, boris["id"])
+    try:
+        deleted = boris_api.delete(f"/api/documents/{document['id']}")
+    finally:
+        boris_api.close()
+    if setting == "admins":
+        assert deleted.status_code == 403 and "delete_documents: admins" in deleted.json()["detail"]
+        assert api.get(f"/api/documents/{document['id']}/content").content == b"%PDF contract"
+        deleted = api.delete(f"/api/documents/{document['id']}", headers={"X-Acting-User": "1"})
+        who = {"id": anna["id"], "name": "Anna"}
+    else:
+        who = {"id": boris["id"], "name": "Boris"}
+    assert deleted.status_code == 204
+    # Gone for good: the listing, the content, the stored bytes
+    assert api.get(f"/api/cards/{card['id']}/documents").json()["items"] == []
+    assert api.get(f"/api/documents/{document['id']}/content").status_code == 404
+    with runtime.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM blobs").scalar() == 0
+    entries = history(api, card["id"])
+    audit = next(e for e in entries if e["type"] == "document_deleted")
+    assert audit["file_name"] == "c.pdf" and audit["by"] == who
+    assert audit["logged_at"] is not None
+    mail_entry = next(e for e in entries if e["type"] == "email")
+    assert mail_entry["attachments"][0]["deleted"] is True
+
+
+def test_mail_from_a_user_who_may_not_edit_the_card_is_rejected(
+    api: httpx.Client, runtime: Runtime, smtp_server: tuple[str, int], worker: None
+) -> None:
+    anna = create_user(api, "anna@example.com")
+    create_user(api, "boris@example.com")  # default role: only his own items
+    card = create_card(api, anna["id"])
+    address = archive_address(api, card["id"])
+    send(smtp_server, make_mail("boris@example.com", address), address, "boris@example.com")
+    [rejected] = wait_for(lambda: inbound_items(api, "rejected"), what="the refusal")
+    assert rejected["reason"] == (
+        f"sender boris@example.com may not edit card {card['id']}, so not archive to it"
+    )
+    assert history(api, card["id"]) == []
+
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def make_activity(
+    api: httpx.Client, card_id: int, user_id: int, deadline: datetime, subject: str
+) -> dict[str, Any]:
+    response = api.post(
+        "/api/activities",
+        json={
+            "card_id": card_id,
+            "type": "meeting",
+            "subject": subject,
+            "responsible_id": user_id,
+            "deadline": deadline.isoformat(),
+        },
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def test_calendar_views_side_by_side(api: httpx.Client, runtime: Runtime) -> None:
+    anna = create_user(api, "anna@example.com")  # Europe/Paris
+    boris = create_user(api, "boris@example.com")
+    card = create_card(api, anna["id"])
+    # Wednesday 25 November 2026, Paris time
+    monday = datetime(2026, 11, 23, tzinfo=PARIS)
+    a1 = make_activity(api, card["id"], anna["id"], monday + timedelta(days=2, hours=9), "Demo")
+    b1 = make_activity(
+        api, card["id"], boris["id"], monday + timedelta(days=2, hours=23, minutes=30), "Late call"
+    )
+    make_activity(api, card["id"], anna["id"], monday + timedelta(days=7), "Next week")
+    make_activity(api, card["id"], anna["id"], monday + timedelta(days=40), "Next year")
+
+    def view(kind: str, day: str) -> dict[str, Any]:
+        response = api.get(
+            "/api/calendar",
+            params={"users": f"{anna['id']},{boris['id']}", "view": kind, "date": day},
+        )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    day = view("day", "2026-11-25")
+    assert [[a["id"] for a in u["activities"]] for u in day["users"]] == [[a1["id"]], [b1["id"]]]
+    assert datetime.fromisoformat(day["start"]) == datetime(2026, 11, 25, tzinfo=PARIS)
+    week = view("week", "2026-11-26")
+    assert datetime.fromisoformat(week["start"]) == monday
+    assert [len(u["activities"]) for u in week["users"]] == [1, 1]
+    month = view("month", "2026-11-02")
+    assert [len(u["activities"]) for u in month["users"]] == [2, 1]
+    bad = api.get("/api/calendar", params={"users": "1", "view": "year"})
+    assert bad.status_code == 422
+
+
+def test_icalendar_feed_for_calendar_clients(
+    api: httpx.Client, runtime: Runtime, clock: FakeClock
+) -> None:
+    anna = create_user(api, "anna@example.com", "Anna")
+    boris = create_user(api, "boris@example.com", "Boris")
+    card = create_card(api, anna["id"])
+    deadline = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # 10:00 in Paris
+    demo = make_activity(api, card["id"], anna["id"], deadline, "Demo for Acme")
+    make_activity(api, card["id"], boris["id"], deadline, "Boris's call")
+    make_activity(api, card["id"], anna["id"], deadline - timedelta(days=200), "Long ago")
+
+    feed = api.post(f"/api/users/{anna['id']}/calendar-feed").json()["url"]
+    path = feed.split("://", 1)[1].split("/", 1)[1]
+    anonymous = httpx.Client(base_url=str(api.base_url), timeout=10)  # no bearer token
+    try:
+        response = anonymous.get("/" + path)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/calendar")
+        parsed: Any = icalendar.Calendar.from_ical(response.content)
+        events: list[Any] = list(parsed.walk("VEVENT"))
+        assert [str(e["SUMMARY"]) for e in events] == ["Demo for Acme"]
+        event = events[0]
+        start = event["DTSTART"].dt
+        assert isinstance(start, datetime)
+        assert start == deadline and start.utcoffset() == timedelta(hours=1)
+        assert (
+            str(start.tzinfo) == "Europe/Paris"
+            and event["DTSTART"].params["TZID"] == "Europe/Paris"
+        )
+        assert str(event["UID"]).startswith(f"activity-{demo['id']}@")
+        assert [str(t["TZID"]) for t in parsed.walk("VTIMEZONE")] == ["Europe/Paris"]
+        # A wrong or old secret is no feed at all
+        wrong = anonymous.get(f"/calendar/{anna['id']}.ics", params={"token": "guess"})
+        assert wrong.status_code == 404
+        api.post(f"/api/users/{anna['id']}/calendar-feed")
+        assert anonymous.get("/" + path).status_code == 404
+    finally:
+        anonymous.close()
+    assert API_TOKEN not in feed
+
+
+def test_activity_report_in_json_and_csv(
+    api: httpx.Client, runtime: Runtime, clock: FakeClock
+) -> None:
+    anna = create_user(api, "anna@example.com", "Anna")
+    boris = create_user(api, "boris@example.com", "Boris")
+    card = create_card(api, anna["id"])
+    for user, kind in ((anna, "call"), (anna, "call"), (boris, "meeting")):
+        api.post(
+            "/api/activities",
+            json={"card_id": card["id"], "type": kind, "responsible_id": user["id"]},
+        )
+    done = api.get("/api/activities", params={"responsible_id": boris["id"]}).json()["items"][0]
+    api.post(f"/api/activities/{done['id']}/close", json={})
+    period = {
+        "since": (clock() - timedelta(hours=1)).isoformat(),
+        "until": (clock() + timedelta(hours=1)).isoformat(),
+    }
+    rows = api.get("/api/reports/activities", params=period).json()["rows"]
+    assert [(r["type"], r["status"], r["responsible"], r["count"]) for r in rows] == [
+        ("call", "scheduled", "Anna", 2),
+        ("meeting", "done", "Boris", 1),
+    ]
+    as_csv = api.get("/api/reports/activities", params={**period, "format": "csv"})
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    table = list(csv.reader(io.StringIO(as_csv.text)))
+    assert table[0] == ["type", "status", "responsible_id", "responsible", "count"]
+    assert table[1:] == [
+        ["call", "scheduled", str(anna["id"]), "Anna", "2"],
+        ["meeting", "done", str(boris["id"]), "Boris", "1"],
+    ]
+    earlier = {"since": "2020-01-01T00:00:00Z", "until": "2020-02-01T00:00:00Z"}
+    assert api.get("/api/reports/activities", params=earlier).json()["rows"] == []
