@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -79,3 +83,68 @@ def record(entries: list[dict[str, Any]]) -> None:
     names = {e["name"] for e in entries}
     merged = [e for e in existing if e["name"] not in names] + entries
     RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
+
+
+# --- processes of the service under test ----------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on port {port}") from None
+            time.sleep(0.05)
+
+
+def service_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of `crm-ingest` processes under test: the scratch database, the
+    machine's Redis (CRM_BENCH_REDIS_URL) under a namespace of this run's own."""
+    return {
+        **os.environ,
+        "CRM_DATABASE_URL": database_url,
+        "CRM_BROKER_URL": os.environ.get("CRM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "CRM_BROKER_NAMESPACE": f"bench-{uuid.uuid4().hex[:8]}",
+        "CRM_DATA_DIR": str(data_dir),
+        "CRM_ARCHIVE_DOMAIN": "archive.bench",
+        "CRM_API_TOKEN": "bench-token",
+        "CRM_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+@contextmanager
+def running(*commands: list[str], env: dict[str, str]) -> Iterator[list[Any]]:
+    """Start processes (argv lists), stop them (SIGTERM, then SIGKILL) on the way out."""
+    started = [
+        subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)  # errors show on stderr
+        for argv in commands
+    ]
+    try:
+        yield started
+    finally:
+        for process in started:
+            process.send_signal(signal.SIGTERM)
+        for process in started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def crm_ingest(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ingest.cli", *args]
+
+
+def admin_url() -> str:
+    return os.environ.get("CRM_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")

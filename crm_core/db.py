@@ -118,13 +118,34 @@ def describe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def upgrade_schema(engine: Engine) -> None:
-    """Bring the database to the newest Alembic revision (`crm-ingest migrate`)."""
+def upgrade_schema(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to the newest Alembic revision (`crm-ingest migrate`).
+
+    On SQLite, changing a table means rebuilding it; the rebuild runs with foreign keys off
+    (they cannot change inside a transaction, so before it begins), or dropping the old
+    table would cascade into every table that points at it (SQLite's "ALTER TABLE" page,
+    "making other kinds of table schema changes"); the keys are checked before it is kept.
+    """
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    with engine.connect() as connection:
+        sqlite = engine.dialect.name == "sqlite"
+        raw = connection.connection.driver_connection
+        if sqlite:
+            assert raw is not None
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(f"migration left broken foreign keys: {broken[:5]}")
+        finally:
+            if sqlite:
+                assert raw is not None
+                raw.execute("PRAGMA foreign_keys=ON")

@@ -85,6 +85,9 @@ class InboundStatus(enum.StrEnum):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (
+        Index("ix_users_calendar_token_hash", "calendar_token_hash", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
@@ -104,7 +107,7 @@ class User(Base):
     )
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     # SHA-256 of the secret in the user's iCalendar feed URL; None: no feed.
-    calendar_token_hash: Mapped[str | None] = mapped_column(String(64), default=None, unique=True)
+    calendar_token_hash: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class Department(Base):

@@ -68,9 +68,13 @@ def upgrade() -> None:
         sa.UniqueConstraint("token_hash", name=op.f("uq_api_tokens_token_hash")),
     )
     op.create_index(op.f("ix_api_tokens_user_id"), "api_tokens", ["user_id"])
+    # On SQLite this rebuilds `users`; `crm_core.db.upgrade_schema` runs migrations with
+    # foreign keys off (SQLite's own procedure for table changes), so nothing cascades.
     with op.batch_alter_table("users") as batch:
         batch.add_column(sa.Column("department_id", sa.Integer(), nullable=True))
-        batch.add_column(sa.Column("is_admin", sa.Boolean(), nullable=False, server_default="0"))
+        batch.add_column(
+            sa.Column("is_admin", sa.Boolean(), nullable=False, server_default="0")
+        )
         batch.add_column(sa.Column("calendar_token_hash", sa.String(length=64), nullable=True))
         batch.create_foreign_key(
             batch.f("fk_users_department_id_departments"),
@@ -80,14 +84,12 @@ def upgrade() -> None:
             ondelete="SET NULL",
         )
         batch.create_index(batch.f("ix_users_department_id"), ["department_id"])
-        batch.create_unique_constraint(
-            batch.f("uq_users_calendar_token_hash"), ["calendar_token_hash"]
-        )
+        batch.create_index("ix_users_calendar_token_hash", ["calendar_token_hash"], unique=True)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("users") as batch:
-        batch.drop_constraint(batch.f("uq_users_calendar_token_hash"), type_="unique")
+        batch.drop_index("ix_users_calendar_token_hash")
         batch.drop_index(batch.f("ix_users_department_id"))
         batch.drop_constraint(batch.f("fk_users_department_id_departments"), type_="foreignkey")
         batch.drop_column("calendar_token_hash")
