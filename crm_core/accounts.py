@@ -152,3 +152,7 @@ def user_for_calendar(session: Session, user_id: int, token: str) -> User:
     ):
         raise NotFound("no such calendar")
     return user
+
+
+def user_exists(session: Session, user_id: int) -> bool:
+    return 0 < user_id < 2**31 and session.get(User, user_id) is not None

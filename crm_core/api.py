@@ -11,7 +11,6 @@ from contextlib import AbstractContextManager
 from datetime import date, datetime
 from typing import Annotated
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from sqlalchemy.orm import Session, sessionmaker
@@ -249,6 +248,9 @@ def make_router(
         """Edit; each change of stage or field is recorded in the card's history."""
         with writing() as session:
             card = permissions.card_for(session, who, card_id, "edit", lock=True)
+            if body.responsible_id is not None and body.responsible_id != card.responsible_id:
+                # Handing a card over is adding it for the new responsible.
+                permissions.check_add(session, who, card.entity_type, body.responsible_id)
             before = {f: getattr(card, f) for f in ("title", "stage", "responsible_id", "outcome")}
             card = services.edit_card(
                 session,
@@ -299,6 +301,8 @@ def make_router(
     ) -> schemas.HistoryOut:
         """Newest first; filtered by type (closed tasks, e-mail, WhatsApp, SMS, chat, calls,
         status changes, field changes, documents, notes) and period."""
+        if any(moment is not None and moment.tzinfo is None for moment in (since, until)):
+            raise InvalidInput("since and until need their UTC offset")
         with reading() as session:
             permissions.card_for(session, who, card_id)
             entries = history.card_history(session, card_id, type or [], since, until, limit)
@@ -343,8 +347,8 @@ def make_router(
     @router.get("/documents/{document_id}/content", response_class=Response)
     def document_content(document_id: int, who: Who) -> Response:
         with reading() as session:
+            history.readable_document(session, who, document_id)
             document, content = services.document_content(session, document_id)
-            permissions.card_for(session, who, document.card_id)
         # RFC 6266/5987: the file's own name, whatever its script.
         disposition = f"attachment; filename*=UTF-8''{quote(document.file_name)}"
         return Response(
@@ -471,15 +475,12 @@ def make_router(
         activity_id: int, body: schemas.ActivityPatch, who: Who
     ) -> schemas.ActivityOut:
         with writing() as session:
+            found = activity(session, who, activity_id, "edit")
             for card_id in body.card_ids or []:
                 permissions.card_for(session, who, card_id, "edit")
-            edited = activities.edit_activity(
-                session,
-                activity(session, who, activity_id, "edit"),
-                _fields(body),
-                who.user_id,
-                clock(),
-            )
+            if history.reopens(session, found, body.status):
+                history.check_reopen(session, who, found)
+            edited = activities.edit_activity(session, found, _fields(body), who.user_id, clock())
             return schemas.ActivityOut.of(edited)
 
     @router.delete("/activities/{activity_id}", status_code=204)
@@ -509,7 +510,7 @@ def make_router(
         """Back to the open activities, as the history settings allow; recorded in history."""
         with writing() as session:
             found = activity(session, who, activity_id, "edit")
-            history.check_reopen(session, who, list(found.cards))
+            history.check_reopen(session, who, found)
             reopened = activities.reopen_activity(session, found, who.user_id, clock())
             return schemas.ActivityOut.of(reopened)
 
@@ -533,8 +534,8 @@ def make_router(
         with writing() as session:
             for activity_id in sorted(set(body.ids)):
                 found = activity(session, who, activity_id, "edit")
-                if body.action == "not_done":
-                    history.check_reopen(session, who, list(found.cards))
+                if body.action == "not_done" or history.reopens(session, found, fields.status):
+                    history.check_reopen(session, who, found)
             for card_id in fields.card_ids or []:
                 permissions.card_for(session, who, card_id, "edit")
             changed = activities.bulk(session, body.ids, body.action, fields, who.user_id, clock())
@@ -549,20 +550,23 @@ def make_router(
             str, Query(pattern=r"^[0-9]+(,[0-9]+){0,19}$", description="ids, e.g. 1,2")
         ],
         view: Annotated[str, Query(pattern="^(day|week|month)$")] = "week",
-        day: Annotated[date | None, Query(alias="date", description="default: today")] = None,
+        start: Annotated[
+            date | None,
+            Query(alias="from", description="a day of the period (default: today)"),
+        ] = None,
+        end: Annotated[
+            date | None,
+            Query(alias="to", description="with `from`: the last day shown, instead of the view"),
+        ] = None,
         timezone: Annotated[str | None, Query(description="default: the first user's")] = None,
     ) -> schemas.CalendarOut:
-        """Several users' activities side by side, by day, week or month, on the cards the
-        actor may read; times in `timezone` (the first user's by default)."""
+        """Several users' activities side by side, on the cards the actor may read: the day,
+        week (Monday to Sunday) or month containing `from`, or `from` to `to`; times in
+        `timezone` (the first user's by default)."""
         ids = [int(i) for i in users.split(",")]
         with reading() as session:
             people = [services.get_user(session, i) for i in ids]
-            zone = timezone or people[0].timezone
-            try:
-                today = clock().astimezone(ZoneInfo(zone)).date()
-            except (ValueError, KeyError) as exc:
-                raise InvalidInput(f"timezone: unknown {zone!r}") from exc
-            span = calendar.window(view, day or today, zone)
+            span = calendar.window(view, start, end, timezone or people[0].timezone, clock())
             visible = permissions.readable(session, who)
             shown = [
                 schemas.CalendarUserOut(

@@ -6,7 +6,7 @@ module importing icalendar.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from icalendar import Calendar, Event
@@ -29,21 +29,37 @@ class Window:
     timezone: str
 
 
-def window(view: str, day: date, timezone: str) -> Window:
-    """The day, the week (Monday to Sunday) or the month that contains `day`."""
+def window(
+    view: str, first: date | None, last: date | None, timezone: str, now: datetime
+) -> Window:
+    """The day, the week (Monday to Sunday) or the month that contains `first` (default:
+    today there), or the days from `first` to `last` included; InvalidInput for a time zone
+    or dates that cannot be."""
     if view not in VIEWS:
         raise InvalidInput(f"view: one of {', '.join(VIEWS)}")
-    zone = ZoneInfo(timezone)
-    if view == "day":
-        first, last = day, day + timedelta(days=1)
-    elif view == "week":
-        first = day - timedelta(days=day.weekday())
-        last = first + timedelta(days=7)
-    else:
-        first = day.replace(day=1)
-        last = (first + timedelta(days=32)).replace(day=1)
-    start = datetime.combine(first, datetime.min.time(), zone)
-    end = datetime.combine(last, datetime.min.time(), zone)
+    try:
+        zone = ZoneInfo(timezone)
+    except (ValueError, KeyError, OSError) as exc:  # unknown, malformed, a directory...
+        raise InvalidInput(f"timezone: unknown {timezone[:64]!r}") from exc
+    day = first or now.astimezone(zone).date()
+    try:
+        if last is not None:
+            if last < day:
+                raise InvalidInput("to: must not be before from")
+            begin, stop = day, last + timedelta(days=1)
+        elif view == "day":
+            begin, stop = day, day + timedelta(days=1)
+        elif view == "week":
+            begin = day - timedelta(days=day.weekday())
+            stop = begin + timedelta(days=7)
+        else:
+            begin = day.replace(day=1)
+            stop = (begin + timedelta(days=32)).replace(day=1)
+        start = datetime.combine(begin, datetime.min.time(), zone)
+        end = datetime.combine(stop, datetime.min.time(), zone)
+        start.astimezone(UTC), end.astimezone(UTC)  # within what a timestamp column holds
+    except OverflowError:
+        raise InvalidInput("from: too far in the past or the future") from None
     return Window(view, start, end, timezone)
 
 
@@ -79,39 +95,34 @@ def activities_of(
 
 
 def feed(
-    session: Session, user: User, visible: ColumnElement[bool], now: datetime, host: str
+    session: Session, user: User, visible: ColumnElement[bool], now: datetime, domain: str
 ) -> bytes:
-    """The user's iCalendar feed (RFC 5545): open activities and those closed in the last
-    90 days, at their deadline in the user's time zone (with its VTIMEZONE)."""
+    """The user's iCalendar feed (RFC 5545): every open activity with a deadline, and the
+    closed ones of the last 90 days, at their deadline in the user's time zone (with its
+    VTIMEZONE). UIDs are `activity-<id>@<domain>`, the same whatever host serves the feed."""
     zone = ZoneInfo(user.timezone)
+    since = now - timedelta(days=FEED_PAST_DAYS)
     calendar = Calendar()
     calendar.add("prodid", "-//crm-ingest//activities//EN")
     calendar.add("version", "2.0")
     calendar.add("x-wr-calname", f"CRM: {user.name}")
     calendar.add("x-wr-timezone", user.timezone)
     calendar.add("refresh-interval", timedelta(minutes=15), parameters={"VALUE": "DURATION"})
-    for activity in activities_of(
-        session, user.id, now - timedelta(days=FEED_PAST_DAYS), None, visible
-    ):
-        if (
-            not activity.is_open
-            and activity.closed_at
-            and activity.closed_at < now - timedelta(days=FEED_PAST_DAYS)
-        ):
-            continue
+    for activity in activities_of(session, user.id, None, None, visible):
         assert activity.deadline is not None
+        if not activity.is_open and (activity.closed_at or activity.deadline) < since:
+            continue
         start = activity.deadline.astimezone(zone)
         event = Event()
-        event.add("uid", f"activity-{activity.id}@{host}")
-        event.add("dtstamp", now)
+        event.add("uid", f"activity-{activity.id}@{domain}")
+        event.add("dtstamp", now.astimezone(UTC))
         event.add("dtstart", start)
         event.add("dtend", start + timedelta(minutes=EVENT_MINUTES))
         event.add("summary", activity.subject or activity.type)
         event.add("description", activity.description)
         event.add("categories", [activity.type])
-        event.add("status", "CONFIRMED" if activity.is_open or activity.success else "CANCELLED")
-        if activity.closed_at is not None:
-            event.add("completed", activity.closed_at)
+        cancelled = not activity.is_open and activity.success is False
+        event.add("status", "CANCELLED" if cancelled else "CONFIRMED")
         calendar.add_component(event)
     calendar.add_missing_timezones()
     return bytes(calendar.to_ical())

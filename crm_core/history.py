@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from crm_core import company, permissions
 from crm_core.errors import Forbidden, InvalidInput, NotFound
-from crm_core.models import Blob, Card, Document, HistoryEntry, User
+from crm_core.models import Activity, Blob, Card, Document, HistoryEntry, User
 
 # The history filter (seed 002) -> the entry types it shows.
 FILTERS: dict[str, tuple[str, ...]] = {
@@ -139,30 +139,55 @@ def upload_document(
 
 
 def allowed_by_setting(
-    session: Session, actor: permissions.Actor, card: Card, setting: str
+    session: Session,
+    actor: permissions.Actor,
+    card: Card,
+    setting: str,
+    also_responsible: int | None = None,
 ) -> bool:
-    """The history settings: who may reopen a closed task / delete a document of this card."""
+    """The history settings: who may reopen a closed task / delete a document of this card
+    ("responsible": the card's responsible, or `also_responsible`, the task's own)."""
     who = company.get(session, setting)
     if who == "nobody":
         return False
     if actor.admin:
         return True
+    if not permissions.may(session, actor, card, "edit"):
+        return False
     if who == "editors":
-        return permissions.may(session, actor, card, "edit")
+        return True
     if who == "responsible":
-        return actor.user_id == card.responsible_id and permissions.may(
-            session, actor, card, "edit"
-        )
+        return actor.user_id in (card.responsible_id, also_responsible)
     return False
 
 
-def check_reopen(session: Session, actor: permissions.Actor, cards: list[Card]) -> None:
-    for card in cards:
-        if not allowed_by_setting(session, actor, card, "reopen_tasks"):
+def reopens(session: Session, activity: Activity, status: str | None) -> bool:
+    """Whether setting `status` on the activity reopens it (a closed one, an open status)."""
+    return (
+        not activity.is_open and status is not None and not company.status(session, status).closed
+    )
+
+
+def check_reopen(session: Session, actor: permissions.Actor, activity: Activity) -> None:
+    """Reopening, by `/reopen`, by an edit to an open status or in bulk: as the setting says."""
+    for card in activity.cards:
+        if not allowed_by_setting(
+            session, actor, card, "reopen_tasks", also_responsible=activity.responsible_id
+        ):
             raise Forbidden(
                 f"the history settings do not let you reopen tasks of card {card.id} "
                 f"(reopen_tasks: {company.get(session, 'reopen_tasks')})"
             )
+
+
+def readable_document(session: Session, actor: permissions.Actor, document_id: int) -> Card:
+    """The card of a document the actor may read; the same NotFound for a document that
+    does not exist and one on a card they may not read."""
+    document = session.get(Document, document_id)
+    card = session.get(Card, document.card_id) if document is not None else None
+    if card is None or not permissions.may(session, actor, card, "read"):
+        raise NotFound(f"document {document_id} does not exist")
+    return card
 
 
 def delete_document(
@@ -170,10 +195,9 @@ def delete_document(
 ) -> HistoryEntry:
     """Delete a document for good, its content too unless another document shares it; the
     card's history records who deleted which file and when."""
+    card = readable_document(session, actor, document_id)
     document = session.get(Document, document_id)
-    if document is None:
-        raise NotFound(f"document {document_id} does not exist")
-    card = permissions.card_for(session, actor, document.card_id)  # NotFound if unreadable
+    assert document is not None
     if not allowed_by_setting(session, actor, card, "delete_documents"):
         raise Forbidden(
             "the history settings do not let you delete documents "

@@ -85,9 +85,7 @@ class InboundStatus(enum.StrEnum):
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (
-        Index("ix_users_calendar_token_hash", "calendar_token_hash", unique=True),
-    )
+    __table_args__ = (Index("ix_users_calendar_token_hash", "calendar_token_hash", unique=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)

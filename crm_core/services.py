@@ -411,13 +411,29 @@ def kanban(
 
 
 def delete_card(session: Session, card: Card, now: datetime) -> None:
-    """Delete a card with everything on it; its open activities leave the counters first."""
+    """Delete a card with everything on it: its own activities (leaving the counters first),
+    its documents and their content when no other document shares it. An activity that
+    also concerns other cards stays on them."""
     for activity in session.scalars(
-        select(Activity).where(Activity.card_id == card.id).with_for_update()
+        select(Activity).where(Activity.cards.any(Card.id == card.id)).with_for_update()
     ).all():
-        activities.delete_activity(session, activity, now)
+        others = [c for c in activity.cards if c.id != card.id]
+        if not others:
+            activities.delete_activity(session, activity, now)
+            continue
+        with activities.tracked(session, activity, now):
+            activity.cards = others
+            activity.card_id = others[0].id
+            activity.card_responsible_id = others[0].responsible_id
+    digests = set(session.scalars(select(Document.sha256).where(Document.card_id == card.id)))
     counters.invalidate(session, [card.responsible_id])
     session.delete(card)
+    session.flush()
+    for digest in digests:
+        if session.scalar(select(Document.id).where(Document.sha256 == digest).limit(1)) is None:
+            blob = session.get(Blob, digest)
+            if blob is not None:
+                session.delete(blob)
 
 
 def user_counters(session: Session, user_id: int, now: datetime) -> counters.Counters:

@@ -7,6 +7,7 @@ errors map to 404/403/409/422; a bad signature to 401; a database outage to 503.
 
 import contextlib
 import logging
+import re
 import secrets
 from contextlib import AbstractContextManager
 from datetime import timedelta
@@ -16,7 +17,7 @@ import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from crm_core import accounts, calendar, permissions, schemas, services
@@ -74,6 +75,10 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         token = token.strip()
         if scheme.lower() == "bearer" and token:
             if secrets.compare_digest(token.encode(), api_token.encode()):
+                if acting is not None:
+                    with reading() as session:
+                        if not accounts.user_exists(session, acting):
+                            raise InvalidInput(f"X-Acting-User: no user {acting}")
                 return Actor(acting, admin=True)
             with reading() as session:
                 found = accounts.actor_for_token(session, token)
@@ -123,6 +128,16 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
 
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def out_of_range(_request: Request, exc: Exception) -> JSONResponse:
+        # A value the database cannot hold (an id of 20 digits: SQLite's OverflowError,
+        # PostgreSQL's "integer out of range"): the request's fault, nothing can match it.
+        return JSONResponse(
+            {"detail": "a number in the request is out of range"},
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+
     @app.exception_handler(SQLAlchemyError)
     async def database_error(_request: Request, exc: SQLAlchemyError) -> JSONResponse:
         log.error("database error: %r", exc)
@@ -148,7 +163,7 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         with reading() as session:
             user = accounts.user_for_calendar(session, user_id, token)
             visible = permissions.readable(session, Actor(user.id, admin=user.is_admin))
-            body = calendar.feed(session, user, visible, clock(), request.url.hostname or "crm")
+            body = calendar.feed(session, user, visible, clock(), settings.archive_domain)
         return Response(body, media_type="text/calendar; charset=utf-8")
 
     @app.get("/healthz", include_in_schema=False)
@@ -455,7 +470,22 @@ class _HttpServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
+class _HideSecrets(logging.Filter):
+    """The access log shows paths, and a calendar feed's path carries its secret."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) >= 3:
+            path = str(record.args[2])
+            if "token=" in path:
+                hidden = re.sub(r"token=[^&]*", "token=...", path)
+                record.args = (*record.args[:2], hidden, *record.args[3:])
+        return True
+
+
 def make_http_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
     """A uvicorn server for `app`: `await server.serve()`, stop with `server.should_exit = True`."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _HideSecrets) for f in access.filters):
+        access.addFilter(_HideSecrets())
     config = uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="off")
     return _HttpServer(config)

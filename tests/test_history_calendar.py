@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -249,7 +250,7 @@ def test_calendar_views_side_by_side(api: httpx.Client, runtime: Runtime) -> Non
     def view(kind: str, day: str) -> dict[str, Any]:
         response = api.get(
             "/api/calendar",
-            params={"users": f"{anna['id']},{boris['id']}", "view": kind, "date": day},
+            params={"users": f"{anna['id']},{boris['id']}", "view": kind, "from": day},
         )
         assert response.status_code == 200, response.text
         return dict(response.json())
@@ -275,7 +276,13 @@ def test_icalendar_feed_for_calendar_clients(
     deadline = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # 10:00 in Paris
     demo = make_activity(api, card["id"], anna["id"], deadline, "Demo for Acme")
     make_activity(api, card["id"], boris["id"], deadline, "Boris's call")
-    make_activity(api, card["id"], anna["id"], deadline - timedelta(days=200), "Long ago")
+    # Done 200 days ago: out of the feed; still open after 120 days: in it
+    old = make_activity(api, card["id"], anna["id"], deadline - timedelta(days=200), "Long ago")
+    today = clock.now
+    clock.now = today - timedelta(days=200)
+    assert api.post(f"/api/activities/{old['id']}/close", json={}).status_code == 200
+    clock.now = today
+    make_activity(api, card["id"], anna["id"], deadline - timedelta(days=120), "Still to do")
 
     feed = api.post(f"/api/users/{anna['id']}/calendar-feed").json()["url"]
     path = feed.split("://", 1)[1].split("/", 1)[1]
@@ -286,8 +293,9 @@ def test_icalendar_feed_for_calendar_clients(
         assert response.headers["content-type"].startswith("text/calendar")
         parsed: Any = icalendar.Calendar.from_ical(response.content)
         events: list[Any] = list(parsed.walk("VEVENT"))
-        assert [str(e["SUMMARY"]) for e in events] == ["Demo for Acme"]
-        event = events[0]
+        assert [str(e["SUMMARY"]) for e in events] == ["Still to do", "Demo for Acme"]
+        event = events[1]
+        assert event["DTSTAMP"].dt.utcoffset() == timedelta(0)
         start = event["DTSTART"].dt
         assert isinstance(start, datetime)
         assert start == deadline and start.utcoffset() == timedelta(hours=1)
@@ -339,3 +347,119 @@ def test_activity_report_in_json_and_csv(
     ]
     earlier = {"since": "2020-01-01T00:00:00Z", "until": "2020-02-01T00:00:00Z"}
     assert api.get("/api/reports/activities", params=earlier).json()["rows"] == []
+
+
+def test_reopening_by_edit_or_bulk_follows_the_setting_too(
+    api: httpx.Client, runtime: Runtime
+) -> None:
+    anna = create_user(api, "anna@example.com", "Anna")
+    boris = create_user(api, "boris@example.com", "Boris")
+    grant(api, boris["id"], deal="all")
+    card = create_card(api, anna["id"])
+    task = api.post(
+        "/api/activities",
+        json={"card_id": card["id"], "type": "task", "responsible_id": anna["id"]},
+    ).json()
+    api.post(f"/api/activities/{task['id']}/close", json={})
+    api.patch("/api/settings", json={"reopen_tasks": "admins"})
+    boris_api = as_user(api, boris["id"])
+    try:
+        by_status = boris_api.patch(f"/api/activities/{task['id']}", json={"status": "scheduled"})
+        in_bulk = boris_api.post(
+            "/api/activities/bulk",
+            json={"ids": [task["id"]], "action": "edit", "changes": {"status": "postponed"}},
+        )
+        # a closed task edited without reopening it is fine
+        renamed = boris_api.patch(f"/api/activities/{task['id']}", json={"subject": "Renamed"})
+    finally:
+        boris_api.close()
+    assert (by_status.status_code, in_bulk.status_code, renamed.status_code) == (403, 403, 200)
+    assert api.get(f"/api/activities/{task['id']}").json()["is_open"] is False
+    # "responsible": the task's own responsible may reopen it
+    api.patch("/api/settings", json={"reopen_tasks": "responsible"})
+    anna_api = as_user(api, anna["id"])
+    try:
+        assert anna_api.post(f"/api/activities/{task['id']}/reopen").status_code == 200
+    finally:
+        anna_api.close()
+
+
+def test_bad_parameters_get_422_not_500(api: httpx.Client, runtime: Runtime) -> None:
+    anna = create_user(api, "anna@example.com")
+    card = create_card(api, anna["id"])
+    users = str(anna["id"])
+    for params in (
+        {"users": users, "from": "9999-12-31"},
+        {"users": users, "from": "0001-01-01", "view": "week"},
+        {"users": users, "timezone": "America"},
+        {"users": users, "timezone": "Mars/Olympus_Mons"},
+        {"users": users, "timezone": "x" * 300},
+        {"users": users, "from": "2026-11-30", "to": "2026-11-01"},
+    ):
+        response = api.get("/api/calendar", params=params)
+        assert response.status_code == 422, (params, response.text)
+    naive = api.get(f"/api/cards/{card['id']}/history", params={"since": "2026-11-01T00:00:00"})
+    assert naive.status_code == 422 and "UTC offset" in naive.json()["detail"]
+    ghost = api.patch(
+        f"/api/cards/{card['id']}", json={"stage": "x"}, headers={"X-Acting-User": "999"}
+    )
+    assert ghost.status_code == 422 and "X-Acting-User" in ghost.json()["detail"]
+    for path in ("/api/cards/99999999999999999999", "/api/documents/99999999999999999999/content"):
+        assert api.get(path).status_code in (404, 422), path
+    assert api.get("/calendar/99999999999999999999.ics", params={"token": "x"}).status_code in (
+        404,
+        422,
+    )
+
+
+def test_documents_of_unreadable_cards_are_unknown_and_card_deletion_cleans_up(
+    api: httpx.Client, runtime: Runtime
+) -> None:
+    anna = create_user(api, "anna@example.com", "Anna")
+    boris = create_user(api, "boris@example.com", "Boris")
+    annas = create_card(api, anna["id"], title="Anna's")
+    boris_card = create_card(api, boris["id"], title="Boris's")
+    upload = api.post(
+        f"/api/cards/{boris_card['id']}/documents", params={"name": "b.txt"}, content=b"secret"
+    ).json()
+    shared = api.post(
+        "/api/activities",
+        json={
+            "card_ids": [annas["id"], boris_card["id"]],
+            "type": "task",
+            "responsible_id": anna["id"],
+        },
+    ).json()
+    anna_api = as_user(api, anna["id"])
+    try:
+        hidden = anna_api.get(f"/api/documents/{upload['id']}/content")
+        missing = anna_api.get("/api/documents/999999/content")
+        assert hidden.status_code == missing.status_code == 404
+        assert hidden.json()["detail"] == f"document {upload['id']} does not exist"
+        assert anna_api.delete(f"/api/documents/{upload['id']}").status_code == 404
+        # Anna hands her card to Boris: adding a card for him is not hers to do
+        handed = anna_api.patch(f"/api/cards/{annas['id']}", json={"responsible_id": boris["id"]})
+        assert handed.status_code == 403
+        # Anna deletes her card: the shared task stays on Boris's card
+        assert anna_api.delete(f"/api/cards/{annas['id']}").status_code == 204
+    finally:
+        anna_api.close()
+    kept = api.get(f"/api/activities/{shared['id']}").json()
+    assert kept["card_ids"] == [boris_card["id"]] and kept["card_id"] == boris_card["id"]
+    # Deleting Boris's card takes the document's content with it
+    assert api.delete(f"/api/cards/{boris_card['id']}").status_code == 204
+    with runtime.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM blobs").scalar() == 0
+        assert conn.exec_driver_sql("SELECT count(*) FROM activities").scalar() == 0
+
+
+def test_the_feed_secret_stays_out_of_the_access_log(
+    api: httpx.Client, runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    anna = create_user(api, "anna@example.com")
+    url = api.post(f"/api/users/{anna['id']}/calendar-feed").json()["url"]
+    secret = url.split("token=")[1]
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        assert api.get(f"/calendar/{anna['id']}.ics", params={"token": secret}).status_code == 200
+    logged = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert any(".ics" in line for line in logged) and not any(secret in line for line in logged)

@@ -72,9 +72,7 @@ def upgrade() -> None:
     # foreign keys off (SQLite's own procedure for table changes), so nothing cascades.
     with op.batch_alter_table("users") as batch:
         batch.add_column(sa.Column("department_id", sa.Integer(), nullable=True))
-        batch.add_column(
-            sa.Column("is_admin", sa.Boolean(), nullable=False, server_default="0")
-        )
+        batch.add_column(sa.Column("is_admin", sa.Boolean(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("calendar_token_hash", sa.String(length=64), nullable=True))
         batch.create_foreign_key(
             batch.f("fk_users_department_id_departments"),
