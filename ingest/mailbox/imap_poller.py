@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.mailbox import mailboxes
@@ -60,35 +61,40 @@ class Poller:
         self.stop = stop or threading.Event()
         self.after_fetch = after_fetch
         self.idling = threading.Event()  # set while waiting in IDLE (tests and health)
+        self.backoff = 1.0
 
     def run(self) -> None:
-        """Connect, catch up, wait for news; on any error report it, back off, reconnect."""
-        backoff = 1.0
+        """Connect, catch up, wait for news; on any error report it, back off, reconnect.
+        The backoff restarts only after a whole catch-up worked, so an error that follows
+        every login (a folder that cannot be opened, the database down) is not retried
+        every second."""
+        self.backoff = 1.0
         while not self.stop.is_set():
-            config = mailboxes.config(self.sessions, self.sealer, self.mailbox_id)
-            if config is None:
-                log.info("mailbox %s is revoked: its poller stops", self.mailbox_id)
-                return
             try:
+                config = mailboxes.config(self.sessions, self.sealer, self.mailbox_id)
+                if config is None:
+                    log.info("mailbox %s is revoked: its poller stops", self.mailbox_id)
+                    return
                 with self._connected(config) as client:
-                    backoff = 1.0
                     self._serve(client, config)
             except Exception as exc:
                 self.idling.clear()
                 error = f"{type(exc).__name__}: {exc}"
                 log.warning(
-                    "mailbox %s: %s; reconnecting in %.0f s", self.mailbox_id, error, backoff
+                    "mailbox %s: %s; reconnecting in %.0f s", self.mailbox_id, error, self.backoff
                 )
                 try:
                     mailboxes.report(self.sessions, self.mailbox_id, error)
                 except Exception:
                     log.exception("mailbox %s: cannot record the error", self.mailbox_id)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                self.stop.wait(self.backoff)
+                self.backoff = min(self.backoff * 2, MAX_BACKOFF_SECONDS)
 
     @contextmanager
     def _connected(self, config: mailboxes.MailboxConfig) -> Iterator[IMAPClient]:
-        context = ssl.create_default_context(cafile=self.ca_file)
+        context = ssl.create_default_context()  # the system's CAs...
+        if self.ca_file:
+            context.load_verify_locations(self.ca_file)  # ...and the company's own
         client = IMAPClient(
             config.host,
             port=config.port,
@@ -112,9 +118,12 @@ class Poller:
 
     def _serve(self, client: IMAPClient, config: mailboxes.MailboxConfig) -> None:
         idle = client.has_capability("IDLE")
+        if config.processed_folder and not client.folder_exists(config.processed_folder):
+            client.create_folder(config.processed_folder)
         while not self.stop.is_set():
             self.sync(client, config)
             mailboxes.report(self.sessions, self.mailbox_id, None)
+            self.backoff = 1.0
             if idle:
                 self._idle(client)
             else:
@@ -128,8 +137,13 @@ class Poller:
         try:
             renew_at = time.monotonic() + self.idle_seconds
             while not self.stop.is_set() and time.monotonic() < renew_at:
+                asked = time.monotonic()
                 if client.idle_check(timeout=1):
                     return
+                # imapclient answers "nothing" at once when the connection is gone (a server
+                # restart, a proxy cut): only a wait of about the timeout means "no news".
+                if time.monotonic() - asked < 0.5:
+                    raise ConnectionError("the IMAP connection closed during IDLE")
         finally:
             self.idling.clear()
             client.idle_done()
@@ -157,6 +171,8 @@ class Poller:
             batch = uids[start : start + FETCH_BATCH]
             fetched = client.fetch(batch, ["BODY.PEEK[]"])
             for uid in batch:
+                if self.stop.is_set():
+                    return start
                 self._take(client, config, uidvalidity, uid, fetched.get(uid))
         return len(uids)
 
@@ -185,7 +201,13 @@ class Poller:
                 log.warning(
                     "broker unavailable; inbound item %s left to the sweeper", taken.item_id
                 )
-            self._mark(client, config, uid)
+            try:
+                self._mark(client, config, uid)
+            except IMAPClientError as exc:
+                # Stored is what matters: report it, and go on with the next messages.
+                error = f"message UID {uid} stored but not flagged or moved: {exc}"
+                log.warning("mailbox %s: %s", self.mailbox_id, error)
+                mailboxes.report(self.sessions, self.mailbox_id, error)
         else:
             log.warning(
                 "mailbox %s: message UID %s kept in the mailbox, not taken: %s (inbound item %s)",

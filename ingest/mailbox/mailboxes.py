@@ -187,6 +187,7 @@ def report(sessions: sessionmaker[Session], mailbox_id: int, error: str | None) 
             return
         if error is None:
             mailbox.last_ok_at = now
+            mailbox.last_error = None
         else:
             mailbox.last_error, mailbox.last_error_at = error[:2000], now
 
