@@ -100,13 +100,13 @@ RECOUNT = text(
 )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--activities", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=1_000)
     parser.add_argument("--cards", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=2_000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     admin = os.environ.get("CRM_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
     with scratch_postgres(admin) as url:
         seconds = build(url, args.users, args.cards, args.activities)
@@ -217,6 +217,27 @@ def main() -> None:
                 "anchor": "recount_all_users_scan_p50",
                 "anchor_value": round(anchor, 3),
                 "ratio": round(p99 / anchor, 5),
+            }
+        )
+    record(entries)
+    return figures
+
+
+def record_scaling(found: dict[str, dict[str, dict[str, float]]]) -> None:
+    """The p99 at the larger size over the p99 at the smaller (target: under 1.5)."""
+    (small, low), (large, high) = sorted(found.items(), key=lambda kv: int(kv[0]))
+    entries = []
+    for name in ("counters", "kanban_top50"):
+        ratio = high[name]["p99"] / low[name]["p99"]
+        print(f"{name}: p99 at {int(large):,} / p99 at {int(small):,} activities = {ratio:.2f}")
+        entries.append(
+            {
+                "name": f"{name}_p99_scaling_{large}_vs_{small}",
+                "value": round(high[name]["p99"], 3),
+                "unit": "ms",
+                "anchor": f"p99 at {int(small):,} activities",
+                "anchor_value": round(low[name]["p99"], 3),
+                "ratio": round(ratio, 3),
             }
         )
     record(entries)

@@ -58,10 +58,10 @@ def ours(raw: bytes) -> None:
     assert find_original(parsed.text, parsed.subject) is not None
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     raw = message()
     mine = rate(ours, raw, args.seconds)
     anchor = rate(email.message_from_bytes, raw, args.seconds)

@@ -41,28 +41,37 @@ SENDER = "anna@bench.example"
 SIZES = {"5KB": 5 * 1024, "100KB": 100 * 1024}
 
 
-def world(url: str) -> str:
-    """A user and a card with an archive address; returns the address."""
+def world(url: str, cards: int = 1) -> list[str]:
+    """A sending user (an administrator, so they may archive to any card), `cards` cards of
+    ten other users, each with an archive address; returns the addresses."""
     engine = make_engine(url)
     upgrade_schema(engine)
+    addresses = []
     with unit_of_work(make_session_factory(engine)) as session:
-        user = services.create_user(session, SENDER, "Anna Bench")
-        card = services.create_card(
-            session,
-            title="Bench deal",
-            entity_type="deal",
-            stage="new",
-            responsible_id=user.id,
-            contact_emails=[],
-            contact_phones=[],
-            default_region="FR",
-        )
-        token = new_archive_token()
-        services.issue_archive_address(
-            session, card.id, hash_archive_token(token), timedelta(0), utcnow()
-        )
+        sender = services.create_user(session, SENDER, "Anna Bench")
+        sender.is_admin = True
+        owners = [
+            services.create_user(session, f"owner{n}@bench.example", f"Owner {n}")
+            for n in range(10)
+        ]
+        for n in range(cards):
+            card = services.create_card(
+                session,
+                title=f"Bench deal {n}",
+                entity_type="deal",
+                stage="new",
+                responsible_id=owners[n % len(owners)].id,
+                contact_emails=[],
+                contact_phones=[],
+                default_region="FR",
+            )
+            token = new_archive_token()
+            services.issue_archive_address(
+                session, card.id, hash_archive_token(token), timedelta(0), utcnow()
+            )
+            addresses.append(encode_archive_address(token, "archive.bench"))
     engine.dispose()
-    return encode_archive_address(token, "archive.bench")
+    return addresses
 
 
 def blast(port: int, address: str, size: int, messages: int) -> float:
@@ -105,7 +114,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     args = parser.parse_args(argv)
     entries: list[dict[str, object]] = []
     with scratch_postgres(admin_url()) as url, tempfile.TemporaryDirectory() as tmp:
-        address = world(url)
+        [address] = world(url)
         ours, noop, sink = free_port(), free_port(), free_port()
         env = service_env(url, Path(tmp), CRM_SMTP_PORT=str(ours))
         with running(
