@@ -1,6 +1,7 @@
 """The inbound store: every raw input, kept durably before any front door says yes.
 
-Front doors call `store`; workers `claim` an item inside their use-case transaction and
+Front doors call `store` (or `submit`, from an event loop); commits of concurrent requests
+are grouped (`GroupCommit`). Workers `claim` an item inside their use-case transaction and
 finish it there (processed / rejected), or `record_failure` after an error of ours.
 """
 
@@ -8,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,11 +46,91 @@ def email_key(recipient: str, raw: bytes) -> str:
 
 
 def store(sessions: sessionmaker[Session], inputs: list[NewInput]) -> list[int]:
-    """Commit all `inputs` in one transaction and return their ids, in order.
+    """Commit all `inputs` and return their ids, in order, once they are durable.
 
     An input whose dedupe key is already stored is not stored again: its existing id is
     returned. Raises StoreUnavailable if the commit fails (nothing is then written).
-    """
+    Concurrent callers share commits (see `GroupCommit`)."""
+    return submit(sessions, inputs).result()
+
+
+def submit(sessions: sessionmaker[Session], inputs: list[NewInput]) -> Future[list[int]]:
+    """`store` without waiting: the future gives the ids once committed (for event loops)."""
+    with _groups_lock:
+        group = _groups.get(id(sessions))
+        if group is None or group.sessions is not sessions:
+            group = _groups[id(sessions)] = GroupCommit(sessions)
+    return group.submit(inputs)
+
+
+class GroupCommit:
+    """Group commit for the front doors: the inputs of every request that arrives while a
+    commit is running go into the next one, together. A commit waits for the disk (the WAL
+    flush), so many small ones in a row are what limits a door; one per group is not.
+    Nobody is answered before the commit that holds their input is done, and a failed
+    commit fails every request in it (each front door then says "try later")."""
+
+    MAX_INPUTS = 500
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self._waiting: queue.SimpleQueue[tuple[list[NewInput], Future[list[int]]]] = (
+            queue.SimpleQueue()
+        )
+        threading.Thread(target=self._run, name="group-commit", daemon=True).start()
+
+    def submit(self, inputs: list[NewInput]) -> Future[list[int]]:
+        done: Future[list[int]] = Future()
+        self._waiting.put((inputs, done))
+        return done
+
+    def close(self) -> None:
+        """Stop the thread once the inputs already submitted are committed."""
+        self._waiting.put(_STOP)
+
+    def _run(self) -> None:
+        while True:
+            first = self._waiting.get()
+            if first is _STOP:
+                return
+            group = [first]
+            size = len(group[0][0])
+            while size < self.MAX_INPUTS:
+                try:
+                    waiting = self._waiting.get_nowait()
+                except queue.Empty:
+                    break
+                if waiting is _STOP:
+                    self._waiting.put(_STOP)  # after this group
+                    break
+                group.append(waiting)
+                size += len(group[-1][0])
+            try:
+                ids = _store_once(self.sessions, [new for inputs, _ in group for new in inputs])
+            except BaseException as exc:  # every waiter learns why; the thread goes on
+                for _, done in group:
+                    done.set_exception(exc)
+                continue
+            start = 0
+            for inputs, done in group:
+                done.set_result(ids[start : start + len(inputs)])
+                start += len(inputs)
+
+
+_STOP: tuple[list[NewInput], Future[list[int]]] = ([], Future())
+_groups: dict[int, GroupCommit] = {}
+_groups_lock = threading.Lock()
+
+
+def close_store(sessions: sessionmaker[Session]) -> None:
+    """Stop the group-commit thread of these sessions (a Runtime closing)."""
+    with _groups_lock:
+        group = _groups.pop(id(sessions), None)
+    if group is not None:
+        group.close()
+
+
+def _store_once(sessions: sessionmaker[Session], inputs: list[NewInput]) -> list[int]:
     try:
         return _store(sessions, inputs)
     except IntegrityError:

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_core.db import make_engine, make_session_factory
+from ingest import inbound
 from ingest.calllog.processing import process_call
 from ingest.chat.processing import process_chat
 from ingest.embedded import EmbeddedRedis
@@ -31,6 +32,7 @@ class Runtime:
     sealer: Sealer
 
     def close(self) -> None:
+        inbound.close_store(self.sessions)
         self.pipeline.broker.close()
         self.engine.dispose()
         if self.embedded_redis is not None:

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -43,7 +44,7 @@ ACCEPTED = "250 2.0.0 Message accepted"
 _NO_TOKEN_HASH = hashlib.sha256(b"no token").hexdigest()
 
 IsLiveToken = Callable[[str], bool]  # token hash -> the address exists and is live
-Store = Callable[[list[NewInput]], list[int]]
+Store = Callable[[list[NewInput]], Future[list[int]]]  # ids, once committed
 Enqueue = Callable[[str, int], None]
 
 
@@ -103,7 +104,7 @@ class ArchiveHandler:
             for recipient in envelope.rcpt_tos
         ]
         try:
-            ids = await asyncio.to_thread(self._store, inputs)
+            ids = await asyncio.wrap_future(self._store(inputs))
         except StoreUnavailable:
             log.exception("inbound store failed; answering 451")
             return TRY_LATER
@@ -157,7 +158,7 @@ def make_archive_handler(
         with read_only(sessions) as session:
             return services.card_for_archive_token(session, token_hash, utcnow()) is not None
 
-    def store(inputs: list[NewInput]) -> list[int]:
-        return inbound.store(sessions, inputs)
+    def store(inputs: list[NewInput]) -> Future[list[int]]:
+        return inbound.submit(sessions, inputs)
 
     return ArchiveHandler(is_live_token, store, enqueue, archive_domain)
