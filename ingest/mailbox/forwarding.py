@@ -8,6 +8,7 @@ import of it), in any language.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -543,13 +544,21 @@ def parse_date(text: str, timezone: str = "UTC") -> datetime | None:
         pass
     text = re.sub(r"\b(?:at|um|à|a las|às|alle|om|kl\.|klo|в|o)\b", " ", text, flags=re.I)
     text = _ZONE_WORDS.sub(lambda m: _ZONES[m.group(0).upper()], text)
-    parsed = dateparser.parse(
-        text,
+    parsed = _date_parser(timezone).get_date_data(text).date_obj
+    return parsed.astimezone(UTC) if parsed else None
+
+
+@functools.lru_cache(maxsize=64)
+def _date_parser(timezone: str) -> dateparser.date.DateDataParser:
+    """One parser per time zone, built once (building one costs as much as a parse). A
+    forward's header holds an absolute date: relative forms ("yesterday", "2 hours ago")
+    are not tried, which also halves the time of a parse."""
+    return dateparser.date.DateDataParser(
         settings={
             "TIMEZONE": timezone,
             "RETURN_AS_TIMEZONE_AWARE": True,
             "TO_TIMEZONE": "UTC",
             "PREFER_DATES_FROM": "past",
-        },
+            "PARSERS": ["timestamp", "absolute-time"],
+        }
     )
-    return parsed.astimezone(UTC) if parsed else None
