@@ -163,16 +163,30 @@ def test_mail_appended_to_the_mailbox_lands_on_its_card_once(
     mailbox = add_mailbox(api, dovecot, imap_user)
     assert "password" not in mailbox and imap_user[1] not in json.dumps(mailbox)
 
+    # ...and one addressed to this card and another one: on both cards
+    other = create_card(api, card["responsible_id"], title="Other deal")
+    other_address = archive_address(api, other["id"])
+    with dovecot.client(imap_user) as imap:
+        uids.append(
+            append(
+                imap,
+                "INBOX",
+                mail("Two cards", {"To": catch_all(address), "Cc": other_address}),
+            )
+        )
+
     # When the poller reads the mailbox
     poller = PollerThread(runtime, mailbox["id"])
     try:
-        wait_for(lambda: processed(runtime, 3), what="three mails taken and processed")
+        wait_for(lambda: processed(runtime, 5), what="four mails taken and processed")
         # Then each is on the card once, flagged \Seen only now that it is stored
         assert sorted(e["subject"] for e in history(api, card["id"])) == [
             "Delivered-To",
             "Plus address",
+            "Two cards",
             "X-Original-To",
         ]
+        assert [e["subject"] for e in history(api, other["id"])] == ["Two cards"]
         with dovecot.client(imap_user) as imap:
             assert all("\\Seen" in f for f in flags(imap, "INBOX").values())
         shown = api.get(f"/api/mailboxes/{mailbox['id']}").json()
@@ -187,13 +201,13 @@ def test_mail_appended_to_the_mailbox_lands_on_its_card_once(
     fetched: list[int] = []
     poller = PollerThread(runtime, mailbox["id"], after_fetch=fetched.append)
     try:
-        wait_for(lambda: processed(runtime, 4), what="the fourth mail")
+        wait_for(lambda: processed(runtime, 6), what="the mail after the restart")
         time.sleep(0.5)
     finally:
         poller.close()
     assert fetched == [new_uid]
-    assert len(items(runtime)) == 4
-    assert len(history(api, card["id"])) == 4
+    assert len(items(runtime)) == 6
+    assert len(history(api, card["id"])) == 5
 
 
 def test_mail_that_cannot_be_routed_stays_in_the_mailbox_with_its_reason(

@@ -194,13 +194,12 @@ class Poller:
             self.sessions, self.mailbox_id, uidvalidity, uid, bytes(raw), self.archive_domain
         )
         if taken.rejected is None:
-            try:
-                self.enqueue("email", taken.item_id)
-            except Exception:
-                # Stored is what matters: the sweeper sends it once the broker is back.
-                log.warning(
-                    "broker unavailable; inbound item %s left to the sweeper", taken.item_id
-                )
+            for item_id in taken.item_ids:
+                try:
+                    self.enqueue("email", item_id)
+                except Exception:
+                    # Stored is what matters: the sweeper sends it once the broker is back.
+                    log.warning("broker down; inbound item %s left to the sweeper", item_id)
             try:
                 self._mark(client, config, uid)
             except IMAPClientError as exc:
@@ -214,7 +213,7 @@ class Poller:
                 self.mailbox_id,
                 uid,
                 taken.rejected,
-                taken.item_id,
+                taken.item_ids[0],
             )
         mailboxes.move_cursor(self.sessions, self.mailbox_id, uidvalidity, uid)
 

@@ -60,7 +60,7 @@ class Cursor:
 
 @dataclass(frozen=True)
 class Taken:
-    item_id: int
+    item_ids: list[int]  # one per card (one rejected item when no card)
     rejected: str | None  # why it cannot go to a card (then it stays in the mailbox)
 
 
@@ -200,34 +200,47 @@ def take(
     raw: bytes,
     archive_domain: str,
 ) -> Taken:
-    """Store one fetched message: routed to the card of the first live archive token among
-    its recipients, or kept as rejected with the reason. The same bytes for the same card
-    (a refetch after a crash, a new UIDVALIDITY, the same mail by SMTP) are one item."""
+    """Store one fetched message: one item per card whose live archive token is among its
+    recipients (as the SMTP door makes one per recipient), or one kept as rejected with the
+    reason. The same bytes for the same card (a refetch after a crash, a new UIDVALIDITY,
+    the same mail by SMTP) are one item."""
     meta = {"mailbox_id": mailbox_id, "uidvalidity": uidvalidity, "uid": uid}
-    token, why = _route(sessions, raw)
-    if token is None:
+    tokens, why = _route(sessions, raw)
+    if not tokens:
         digest = hashlib.sha256(raw).hexdigest()
-        new = inbound.NewInput(
-            channel="email",
-            raw=raw,
-            dedupe_key=f"imap-unrouted:{mailbox_id}:{digest}",
-            meta=meta,
-            rejected=f"{why}; the message stays in the mailbox",
+        rejected = f"{why}; the message stays in the mailbox"
+        [item_id] = inbound.store(
+            sessions,
+            [
+                inbound.NewInput(
+                    channel="email",
+                    raw=raw,
+                    dedupe_key=f"imap-unrouted:{mailbox_id}:{digest}",
+                    meta=meta,
+                    rejected=rejected,
+                )
+            ],
         )
-    else:
-        recipient = encode_archive_address(token, archive_domain)
-        new = inbound.NewInput(
-            channel="email",
-            raw=raw,
-            dedupe_key=inbound.email_key(recipient, raw),
-            recipient=recipient,
-            meta=meta,
-        )
-    [item_id] = inbound.store(sessions, [new])
-    return Taken(item_id, new.rejected)
+        return Taken([item_id], rejected)
+    recipients = [encode_archive_address(token, archive_domain) for token in tokens]
+    ids = inbound.store(
+        sessions,
+        [
+            inbound.NewInput(
+                channel="email",
+                raw=raw,
+                dedupe_key=inbound.email_key(recipient, raw),
+                recipient=recipient,
+                meta=meta,
+            )
+            for recipient in recipients
+        ],
+    )
+    return Taken(ids, None)
 
 
-def _route(sessions: sessionmaker[Session], raw: bytes) -> tuple[str | None, str]:
+def _route(sessions: sessionmaker[Session], raw: bytes) -> tuple[list[str], str]:
+    """The live archive tokens among the recipients (each card once), or why there is none."""
     try:
         headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
         addresses = [
@@ -236,13 +249,17 @@ def _route(sessions: sessionmaker[Session], raw: bytes) -> tuple[str | None, str
             for _display, address in getaddresses([str(v) for v in headers.get_all(name, [])])
         ]
     except Exception as exc:  # any defect of the header block: the message cannot be read
-        return None, f"cannot be parsed: {type(exc).__name__}: {exc}"
+        return [], f"cannot be parsed: {type(exc).__name__}: {exc}"
     tokens = [t for t in (decode_archive_address(a) for a in addresses) if t]
     if not tokens:
-        return None, "no archive address in " + ", ".join(RECIPIENT_HEADERS)
+        return [], "no archive address in " + ", ".join(RECIPIENT_HEADERS)
     now = utcnow()
+    live: dict[int, str] = {}
     with read_only(sessions) as session:
         for token in dict.fromkeys(tokens):
-            if services.card_for_archive_token(session, hash_archive_token(token), now):
-                return token, ""
-    return None, "its archive address is unknown or revoked"
+            card = services.card_for_archive_token(session, hash_archive_token(token), now)
+            if card is not None:
+                live.setdefault(card, token)
+    if not live:
+        return [], "its archive address is unknown or revoked"
+    return list(live.values()), ""
