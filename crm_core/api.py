@@ -13,6 +13,7 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_core import (
@@ -31,7 +32,7 @@ from crm_core import (
 from crm_core.activities import ActivityFields, ActivityFilter
 from crm_core.db import read_only, unit_of_work
 from crm_core.errors import Forbidden, InvalidInput
-from crm_core.models import Activity
+from crm_core.models import Activity, Card
 from crm_core.permissions import Actor
 
 Clock = Callable[[], datetime]
@@ -459,7 +460,7 @@ def make_router(
                     visible=permissions.readable(session, who),
                 ),
             )
-            return schemas.ActivityListOut(items=[schemas.ActivityOut.of(a) for a in found])
+            return schemas.ActivityListOut(items=_shown(session, who, found))
 
     def activity(session: Session, who: Actor, activity_id: int, action: str) -> Activity:
         found = activities.get_activity(session, activity_id, lock=action != "read")
@@ -468,7 +469,8 @@ def make_router(
     @router.get("/activities/{activity_id}")
     def get_activity(activity_id: int, who: Who) -> schemas.ActivityOut:
         with reading() as session:
-            return schemas.ActivityOut.of(activity(session, who, activity_id, "read"))
+            [shown] = _shown(session, who, [activity(session, who, activity_id, "read")])
+            return shown
 
     @router.patch("/activities/{activity_id}")
     def edit_activity(
@@ -573,12 +575,11 @@ def make_router(
                     user_id=p.id,
                     name=p.name,
                     timezone=p.timezone,
-                    activities=[
-                        schemas.ActivityOut.of(a)
-                        for a in calendar.activities_of(
-                            session, p.id, span.start, span.end, visible
-                        )
-                    ],
+                    activities=_shown(
+                        session,
+                        who,
+                        calendar.activities_of(session, p.id, span.start, span.end, visible),
+                    ),
                 )
                 for p in people
             ]
@@ -632,6 +633,21 @@ def make_router(
             return schemas.SettingsOut.model_validate(company.all_settings(session))
 
     return router
+
+
+def _shown(session: Session, who: Actor, found: list[Activity]) -> list[schemas.ActivityOut]:
+    """Activities as the actor may see them: an activity on a card they may read also names
+    its other cards only when they may read those too (ids are not confirmed)."""
+    out = [schemas.ActivityOut.of(a) for a in found]
+    if who.admin:
+        return out
+    ids = {card_id for a in out for card_id in a.card_ids}
+    readable = set(
+        session.scalars(select(Card.id).where(Card.id.in_(ids), permissions.readable(session, who)))
+    )
+    for a in out:
+        a.card_ids = [card_id for card_id in a.card_ids if card_id in readable]
+    return out
 
 
 def _team(session: Session, who: Actor) -> list[int]:

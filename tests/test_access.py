@@ -492,3 +492,25 @@ def test_tokens_are_shown_once_stored_hashed_and_revocable(
         json={"text": "As someone else", "author_id": world.ids["colleague"]},
     )
     assert forged.status_code == 403
+
+
+def test_an_activity_names_only_the_cards_one_may_read(world: World) -> None:
+    set_role(world, read="own", edit="own")
+    mine = make_target(world, "own")
+    hidden = make_target(world, "stranger")
+    shared = world.admin.post(
+        "/api/activities",
+        json={
+            "card_ids": [mine.card, hidden.card],
+            "type": "task",
+            "responsible_id": world.user_id,
+        },
+    ).json()
+    assert world.admin.get(f"/api/activities/{shared['id']}").json()["card_ids"] == [
+        mine.card,
+        hidden.card,
+    ]
+    seen = world.user.get(f"/api/activities/{shared['id']}").json()
+    assert seen["card_ids"] == [mine.card]
+    listed = world.user.get("/api/activities", params={"card_id": mine.card}).json()["items"]
+    assert all(hidden.card not in a["card_ids"] for a in listed)
