@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, defer, sessionmaker
 
@@ -144,31 +144,43 @@ def _store_once(sessions: sessionmaker[Session], inputs: list[NewInput]) -> list
 
 
 def _store(sessions: sessionmaker[Session], inputs: list[NewInput]) -> list[int]:
-    ids: list[int] = []
+    """Two statements whatever the number of inputs: the keys already stored, then one
+    multi-row INSERT ... RETURNING for the others (each key once)."""
     now = utcnow()
     with unit_of_work(sessions) as session:
+        keys = list(dict.fromkeys(new.dedupe_key for new in inputs))
+        found: dict[str, int] = {
+            key: item_id
+            for key, item_id in session.execute(
+                select(InboundItem.dedupe_key, InboundItem.id).where(
+                    InboundItem.dedupe_key.in_(keys)
+                )
+            )
+        }
+        fresh: dict[str, dict[str, Any]] = {}
         for new in inputs:
-            existing = session.scalar(
-                select(InboundItem.id).where(InboundItem.dedupe_key == new.dedupe_key)
-            )
-            if existing is not None:
-                ids.append(existing)
+            if new.dedupe_key in found or new.dedupe_key in fresh:
                 continue
-            item = InboundItem(
-                channel=new.channel,
-                raw=new.raw,
-                dedupe_key=new.dedupe_key,
-                recipient=new.recipient,
-                meta=new.meta,
-                received_at=now,
-                enqueued_at=now,
+            rejected = new.rejected is not None
+            fresh[new.dedupe_key] = {
+                "channel": new.channel,
+                "raw": new.raw,
+                "dedupe_key": new.dedupe_key,
+                "recipient": new.recipient,
+                "meta": new.meta,
+                "received_at": now,
+                "enqueued_at": now,
+                "status": (InboundStatus.REJECTED if rejected else InboundStatus.RECEIVED).value,
+                "reason": new.rejected,
+                "finished_at": now if rejected else None,
+            }
+        if fresh:
+            inserted = session.execute(
+                insert(InboundItem).returning(InboundItem.dedupe_key, InboundItem.id),
+                list(fresh.values()),
             )
-            if new.rejected is not None:
-                finish(item, InboundStatus.REJECTED, new.rejected)
-            session.add(item)
-            session.flush()
-            ids.append(item.id)
-    return ids
+            found.update({key: item_id for key, item_id in inserted})
+    return [found[new.dedupe_key] for new in inputs]
 
 
 def load(sessions: sessionmaker[Session], item_id: int) -> InboundItem | None:
