@@ -106,13 +106,17 @@ def wait_port(port: int, timeout: float = 60.0) -> None:
             time.sleep(0.05)
 
 
+def redis_url() -> str:
+    return os.environ.get("CRM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
 def service_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of `crm-ingest` processes under test: the scratch database, the
     machine's Redis (CRM_BENCH_REDIS_URL) under a namespace of this run's own."""
     return {
         **os.environ,
         "CRM_DATABASE_URL": database_url,
-        "CRM_BROKER_URL": os.environ.get("CRM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "CRM_BROKER_URL": redis_url(),
         "CRM_BROKER_NAMESPACE": f"bench-{uuid.uuid4().hex[:8]}",
         "CRM_DATA_DIR": str(data_dir),
         "CRM_ARCHIVE_DOMAIN": "archive.bench",

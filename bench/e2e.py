@@ -35,6 +35,7 @@ from bench.common import (
     machine,
     percentile,
     record,
+    redis_url,
     running,
     scratch_postgres,
     service_env,
@@ -47,9 +48,9 @@ from worker import build_broker, declare_actors
 THREADS = 4  # CRM_WORKER_THREADS of each worker process
 
 
-def noop_drain_rate(redis_url: str, messages: int) -> float:
+def noop_drain_rate(url: str, messages: int) -> float:
     """Messages/s a Dramatiq worker (THREADS threads) drains through a no-op actor."""
-    broker = build_broker(redis_url, namespace=f"bench-noop-{time.monotonic_ns()}")
+    broker = build_broker(url, namespace=f"bench-noop-{time.monotonic_ns()}")
     done = threading.Event()
     seen = [0]
     lock = threading.Lock()
@@ -146,8 +147,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     args = parser.parse_args(argv)
     entries: list[dict[str, object]] = []
     print(f"machine: {machine()}")
-    redis_url = service_env("", Path("."))["CRM_BROKER_URL"]
-    anchor = noop_drain_rate(redis_url, args.messages * 3)
+    anchor = noop_drain_rate(redis_url(), args.messages * 3)
     print(f"dramatiq no-op actor drain: {anchor:8.0f} msg/s   (anchor)")
     for workers in (1, 2):
         with scratch_postgres(admin_url()) as url, tempfile.TemporaryDirectory() as tmp:

@@ -57,7 +57,10 @@ def window(
             stop = (begin + timedelta(days=32)).replace(day=1)
         start = datetime.combine(begin, datetime.min.time(), zone)
         end = datetime.combine(stop, datetime.min.time(), zone)
-        start.astimezone(UTC), end.astimezone(UTC)  # within what a timestamp column holds
+        # Local midnights near the ends of the calendar may not exist in UTC: refuse them
+        # here, not in the database.
+        start.astimezone(UTC)
+        end.astimezone(UTC)
     except OverflowError:
         raise InvalidInput("from: too far in the past or the future") from None
     return Window(view, start, end, timezone)

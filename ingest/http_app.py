@@ -132,9 +132,10 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
     @app.exception_handler(DataError)
     async def out_of_range(_request: Request, exc: Exception) -> JSONResponse:
         # A value the database cannot hold (an id of 20 digits: SQLite's OverflowError,
-        # PostgreSQL's "integer out of range"): the request's fault, nothing can match it.
+        # PostgreSQL's "integer out of range"; a NUL character in a text): the request's
+        # fault, nothing was written.
         return JSONResponse(
-            {"detail": "a number in the request is out of range"},
+            {"detail": "a value in the request is out of range or cannot be stored"},
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
 
