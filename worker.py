@@ -64,7 +64,8 @@ def declare_actors(
             actor_name=f"process_{channel}",
             queue_name=QUEUE,
             broker=broker,
-            # Attempts are counted in the database (inbound.record_failure), not here.
+            # Attempts are counted in the database (inbound.begin_attempt), which parks an
+            # item after the last; the broker's own retry count is only a backstop.
             max_retries=max_attempts,
             min_backoff=500,
             max_backoff=30_000,
@@ -79,6 +80,8 @@ def _guarded(
     processor: Processor, sessions: sessionmaker[Session], max_attempts: int
 ) -> Callable[[int], None]:
     def run(inbound_id: int) -> None:
+        if not inbound.begin_attempt(sessions, inbound_id, max_attempts):
+            return  # done already (a duplicate delivery), or parked: its attempts are spent
         try:
             processor(sessions, inbound_id)
         except Exception as exc:

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -81,6 +82,8 @@ class InboundStatus(enum.StrEnum):
     FAILED = "failed"
     # Understood, but no card to put it on (an unknown number): waits to be attached.
     UNMATCHED = "unmatched"
+    # Not processed on purpose (a suspected mail loop), with the reason; re-processable.
+    HELD = "held"
 
 
 class User(Base):
@@ -185,6 +188,8 @@ class Card(Base):
     # one plain index serves on every database.
     focus_rank: Mapped[int] = mapped_column(BigInteger, default=0)
     focus_reason: Mapped[str | None] = mapped_column(String(200), default=None)
+    # Legal hold: the raw inputs that landed on this card are kept past their retention.
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     responsible: Mapped[User] = relationship()
     contacts: Mapped[list[Contact]] = relationship(secondary="card_contacts", lazy="selectin")
@@ -237,7 +242,13 @@ class InboundItem(Base):
     """One raw input exactly as a front door received it, with its processing status."""
 
     __tablename__ = "inbound_items"
-    __table_args__ = (Index("ix_inbound_items_status_enqueued", "status", "enqueued_at"),)
+    __table_args__ = (
+        Index("ix_inbound_items_status_enqueued", "status", "enqueued_at"),
+        # Retention: finished items past their time.
+        Index("ix_inbound_items_status_finished", "status", "finished_at"),
+        # Loop limit: recent messages of one sender to one archive address.
+        Index("ix_inbound_items_loop", "recipient", "sender", "received_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     channel: Mapped[str] = mapped_column(String(32))
@@ -257,6 +268,12 @@ class InboundItem(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Who sent it, as processing read it (an e-mail's From address): the loop limit counts by it.
+    sender: Mapped[str | None] = mapped_column(String(320), default=None)
+    # Kept past the retention period whatever its status (also when its card is on hold).
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # When retention deleted `raw` (left empty); the row, status and dedupe key stay.
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class Source(Base):

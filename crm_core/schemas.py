@@ -194,6 +194,14 @@ class InboundOut(BaseModel):
     card_id: int | None
     received_at: datetime
     finished_at: datetime | None
+    legal_hold: bool
+    purged_at: datetime | None = Field(
+        description="when retention deleted the raw input (null: still kept)"
+    )
+
+
+class LegalHoldIn(BaseModel):
+    hold: bool
 
 
 class InboundListOut(BaseModel):

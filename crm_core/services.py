@@ -239,6 +239,11 @@ def revoke_archive_addresses(session: Session, card_id: int, now: datetime) -> i
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def set_card_legal_hold(session: Session, card_id: int, hold: bool) -> None:
+    """While on hold, the raw inputs that landed on the card outlive their retention."""
+    get_card(session, card_id).legal_hold = hold
+
+
 def card_for_archive_token(session: Session, token_hash: str, now: datetime) -> int | None:
     """The card whose live archive address has this token hash, if any."""
     return session.scalar(

@@ -22,8 +22,9 @@ from sqlalchemy import select
 
 from crm_core import services
 from crm_core.db import check_database, describe_url, unit_of_work, upgrade_schema
-from crm_core.errors import InvalidInput, NotFound
+from crm_core.errors import CoreError, InvalidInput, NotFound
 from crm_core.models import Card, User, utcnow
+from ingest import inbound
 from ingest.http_app import create_app, make_http_server
 from ingest.mailbox import mailboxes
 from ingest.mailbox.addresses import encode_archive_address, hash_archive_token, new_archive_token
@@ -48,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="create or upgrade the database schema")
     commands.add_parser("demo", help="demo users and cards; prints each card's archive address")
     _mailbox_parser(commands.add_parser("mailbox", help="add, list or remove IMAP mailboxes"))
+    reprocess = commands.add_parser(
+        "reprocess", help="send failed, rejected or held inbound items through processing again"
+    )
+    reprocess.add_argument("ids", nargs="+", type=int, metavar="ID", help="inbound item id")
     args = parser.parse_args(argv)
 
     try:
@@ -242,6 +247,24 @@ def cmd_sweeper(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reprocess(rt: Runtime, args: argparse.Namespace) -> int:
+    """Reset each item to `received` and enqueue it; a running worker processes it."""
+    refused = 0
+    for item_id in args.ids:
+        try:
+            item = inbound.reprocess(rt.sessions, item_id, utcnow())
+        except CoreError as exc:
+            print(f"crm-ingest: {exc}", file=sys.stderr)
+            refused += 1
+            continue
+        try:
+            rt.pipeline.enqueue(item.channel, item.id)
+        except Exception as exc:  # stored as received: the sweeper sends it later
+            print(f"inbound item {item.id}: broker unavailable ({exc}); the sweeper will send it")
+        print(f"inbound item {item.id} sent to processing again")
+    return 1 if refused else 0
+
+
 def cmd_migrate(rt: Runtime, args: argparse.Namespace) -> int:
     upgrade_schema(rt.engine)
     print("database schema is up to date")
@@ -301,6 +324,7 @@ COMMANDS = {
     "sweeper": cmd_sweeper,
     "migrate": cmd_migrate,
     "demo": cmd_demo,
+    "reprocess": cmd_reprocess,
 }
 
 
@@ -377,6 +401,9 @@ def _start_sweeper(rt: Runtime, stop: threading.Event) -> threading.Thread:
             "interval_seconds": rt.settings.sweep_interval_seconds,
             "older_than": timedelta(seconds=rt.settings.sweep_after_seconds),
             "stop": stop,
+            "retention": timedelta(days=rt.settings.raw_retention_days)
+            if rt.settings.raw_retention_days
+            else None,
         },
         daemon=True,
     )

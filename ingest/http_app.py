@@ -211,6 +211,28 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         items = inbound.list_items(sessions, status_filter.value if status_filter else None, limit)
         return schemas.InboundListOut(items=[schemas.InboundOut.model_validate(i) for i in items])
 
+    @app.post("/api/inbound/{item_id}/reprocess", dependencies=admin, status_code=202)
+    def reprocess_inbound(item_id: int) -> schemas.InboundOut:
+        """A failed, rejected or held input goes through processing again, from the start
+        (a held one is released from the loop limit); 409 for any other status."""
+        item = inbound.reprocess(sessions, item_id, clock())
+        enqueue_all(item.channel, [item.id])
+        return schemas.InboundOut.model_validate(item)
+
+    @app.put("/api/inbound/{item_id}/legal-hold", dependencies=admin)
+    def hold_inbound(item_id: int, body: schemas.LegalHoldIn) -> schemas.InboundOut:
+        """Keep this raw input past the retention period (or let it go again)."""
+        return schemas.InboundOut.model_validate(
+            inbound.set_legal_hold(sessions, item_id, body.hold)
+        )
+
+    @app.put("/api/cards/{card_id}/legal-hold", dependencies=admin)
+    def hold_card(card_id: int, body: schemas.LegalHoldIn) -> schemas.LegalHoldIn:
+        """Keep every raw input that landed on this card past the retention period."""
+        with writing() as session:
+            services.set_card_legal_hold(session, card_id, body.hold)
+        return body
+
     def source_out(request: Request, source: Source) -> dict[str, Any]:
         return {
             "id": source.id,

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, defer, sessionmaker
 
 from crm_core.db import read_only, unit_of_work
-from crm_core.models import InboundItem, InboundStatus, utcnow
+from crm_core.errors import Conflict, NotFound
+from crm_core.models import Card, InboundItem, InboundStatus, utcnow
 from ingest.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def claim(session: Session, item_id: int) -> InboundItem | None:
     The row lock makes two workers given the same id (a redelivery, a sweep) take turns;
     the second then finds it finished and does nothing.
     """
-    item = session.scalar(select(InboundItem).where(InboundItem.id == item_id).with_for_update())
+    item = lock(session, item_id)
     if item is None:
         log.warning("inbound item %s does not exist", item_id)
         return None
@@ -215,20 +216,42 @@ def finish(item: InboundItem, status: InboundStatus, reason: str | None = None) 
     item.finished_at = utcnow()
 
 
+def begin_attempt(sessions: sessionmaker[Session], item_id: int, max_attempts: int) -> bool:
+    """Count an attempt before it starts; False if the item is not waiting any more.
+
+    Counting at the start, in a commit of its own, is what bounds an input that kills its
+    worker (out of memory, a crash in a parser, kill -9): nothing after the kill is ever
+    recorded, so a count kept at the end would let the sweeper re-send it forever. Once
+    `max_attempts` attempts have started and none finished, the item is parked as failed.
+    """
+    with unit_of_work(sessions) as session:
+        item = lock(session, item_id)
+        if item is None or item.status != InboundStatus.RECEIVED.value:
+            return False
+        if item.attempts >= max_attempts:
+            died = f"{item.attempts} attempts started and none finished (the worker stopped)"
+            item.error = f"{item.error}; {died}" if item.error else died
+            finish(item, InboundStatus.FAILED)
+            log.error("inbound item %s failed for good: %s", item_id, died)
+            return False
+        item.attempts += 1
+        # This attempt has it now: not the sweeper's to re-send before sweep_after.
+        item.enqueued_at = utcnow()
+        return True
+
+
 def record_failure(
     sessions: sessionmaker[Session], item_id: int, error: str, max_attempts: int
 ) -> bool:
-    """Count a failed attempt; park the item as failed once `max_attempts` are spent.
+    """Keep the error of a failed attempt (counted by `begin_attempt`); park the item as
+    failed once `max_attempts` are spent.
 
     Returns True when the item is parked (stop retrying), False when it should be retried.
     """
     with unit_of_work(sessions) as session:
-        item = session.scalar(
-            select(InboundItem).where(InboundItem.id == item_id).with_for_update()
-        )
+        item = lock(session, item_id)
         if item is None or item.status != InboundStatus.RECEIVED.value:
             return True
-        item.attempts += 1
         item.error = error[:4000]
         item.enqueued_at = utcnow()  # the broker retries it: not the sweeper's to re-send yet
         if item.attempts >= max_attempts:
@@ -236,6 +259,106 @@ def record_failure(
             log.error("inbound item %s failed for good after %s attempts", item_id, item.attempts)
             return True
         return False
+
+
+# Statuses an operator may send through processing again, from the start.
+REPROCESSABLE = (InboundStatus.FAILED, InboundStatus.REJECTED, InboundStatus.HELD)
+
+
+def reprocess(sessions: sessionmaker[Session], item_id: int, now: datetime) -> InboundItem:
+    """Put a failed, rejected or held item back to `received` with its attempts reset (the
+    caller then enqueues it). A held item is released: the loop limit is not applied again.
+    The last error stays visible until processing succeeds."""
+    with unit_of_work(sessions) as session:
+        item = lock(session, item_id)
+        if item is None:
+            raise NotFound(f"inbound item {item_id} does not exist")
+        if item.status not in REPROCESSABLE:
+            raise Conflict(
+                f"inbound item {item_id} is {item.status}; only failed, rejected or held "
+                "items can be processed again"
+                + (" (attach an unmatched one to a card)" if item.status == "unmatched" else "")
+            )
+        if item.purged_at is not None:
+            raise Conflict(f"inbound item {item_id}'s raw input was deleted by retention")
+        if item.status == InboundStatus.HELD.value:
+            item.meta = {**item.meta, "released": True}
+        item.status = InboundStatus.RECEIVED.value
+        item.reason = None
+        item.attempts = 0
+        item.finished_at = None
+        item.enqueued_at = now
+        session.flush()
+        session.expunge(item)
+        return item
+
+
+def set_legal_hold(sessions: sessionmaker[Session], item_id: int, hold: bool) -> InboundItem:
+    with unit_of_work(sessions) as session:
+        item = lock(session, item_id)
+        if item is None:
+            raise NotFound(f"inbound item {item_id} does not exist")
+        if hold and item.purged_at is not None:
+            raise Conflict(f"inbound item {item_id}'s raw input was already deleted by retention")
+        item.legal_hold = hold
+        session.flush()
+        session.expunge(item)
+        return item
+
+
+# Retention deletes the raw input of these once they are finished (failed, held and
+# unmatched ones wait for a person and are kept).
+RETAINED_UNTIL_EXPIRY = (InboundStatus.PROCESSED.value, InboundStatus.REJECTED.value)
+
+
+def purge_expired(
+    sessions: sessionmaker[Session], finished_before: datetime, now: datetime, limit: int = 500
+) -> int:
+    """Delete the raw bytes of up to `limit` items finished before `finished_before`, except
+    those on legal hold (their own, or their card's); return how many were purged."""
+    held_cards = select(Card.id).where(Card.legal_hold.is_(True))
+    with unit_of_work(sessions) as session:
+        ids = list(
+            session.scalars(
+                select(InboundItem.id)
+                .where(
+                    InboundItem.status.in_(RETAINED_UNTIL_EXPIRY),
+                    InboundItem.finished_at < finished_before,
+                    InboundItem.purged_at.is_(None),
+                    InboundItem.legal_hold.is_(False),
+                    or_(InboundItem.card_id.is_(None), InboundItem.card_id.not_in(held_cards)),
+                )
+                .order_by(InboundItem.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        if ids:
+            session.execute(
+                update(InboundItem).where(InboundItem.id.in_(ids)).values(raw=b"", purged_at=now)
+            )
+    if ids:
+        log.info("retention deleted the raw input of %d inbound items", len(ids))
+    return len(ids)
+
+
+def recent_from(session: Session, item: InboundItem, sender: str, since: datetime) -> int:
+    """How many other inputs from `sender` to `item`'s recipient were processed since
+    `since` (the loop limit)."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(InboundItem)
+            .where(
+                InboundItem.recipient == item.recipient,
+                InboundItem.sender == sender,
+                InboundItem.received_at >= since,
+                InboundItem.status == InboundStatus.PROCESSED.value,
+                InboundItem.id != item.id,
+            )
+        )
+        or 0
+    )
 
 
 def due_for_sweep(

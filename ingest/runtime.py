@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,7 +17,7 @@ from ingest import inbound
 from ingest.calllog.processing import process_call
 from ingest.chat.processing import process_chat
 from ingest.embedded import EmbeddedRedis
-from ingest.mailbox.processing import AttachmentLimits, process_email
+from ingest.mailbox.processing import AttachmentLimits, LoopLimit, process_email
 from ingest.sealing import Sealer, SealingError, key_file
 from ingest.settings import Settings
 from worker import Pipeline, build_broker, declare_actors
@@ -54,12 +55,15 @@ def build_runtime(settings: Settings) -> Runtime:
         broker_url = embedded.url
     broker = build_broker(broker_url, namespace=settings.broker_namespace)
     limits = AttachmentLimits(settings.max_attachment_bytes, settings.max_attachments_bytes)
+    loops = LoopLimit(
+        settings.loop_limit_count, timedelta(seconds=settings.loop_limit_window_seconds)
+    )
     pipeline = declare_actors(
         broker,
         sessions,
         settings.max_attempts,
         processors={
-            "email": functools.partial(process_email, limits=limits),
+            "email": functools.partial(process_email, limits=limits, loops=loops),
             "call": functools.partial(process_call, default_region=settings.default_region),
             "chat": functools.partial(process_chat, default_region=settings.default_region),
         },

@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     sweep_interval_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
     sweep_after_seconds: Annotated[float, Field(ge=0)] = 30.0
 
+    # Loop limit: more mails than this from one sender to one archive address within the
+    # window are held (status "held", with the reason) instead of processed.
+    loop_limit_count: Annotated[int, Field(ge=1)] = 20
+    loop_limit_window_seconds: Annotated[float, Field(gt=0)] = 2 * 3600.0
+    # Retention: the raw bytes of processed and rejected inputs are deleted this many days
+    # after they were finished (0 keeps them forever); failed, held and unmatched inputs and
+    # those on legal hold (the item's or its card's) are kept.
+    raw_retention_days: Annotated[float, Field(ge=0)] = 90.0
+
     # Largest webhook body read (a batch of 1,000 calls is about 300 KB); larger gets 413.
     hook_max_body_bytes: Annotated[int, Field(ge=1024)] = 5 * 1024 * 1024
 

@@ -43,6 +43,18 @@ def focus_due(sessions: sessionmaker[Session], now: datetime) -> int:
     return fired
 
 
+def purge_expired(sessions: sessionmaker[Session], retention: timedelta, now: datetime) -> int:
+    """Retention: delete the raw bytes of inputs finished more than `retention` ago (in
+    batches, until none is left); return how many."""
+    total = 0
+    while purged := inbound.purge_expired(sessions, now - retention, now):
+        total += purged
+    return total
+
+
+RETENTION_EVERY = timedelta(minutes=10)
+
+
 def run_sweeper(
     sessions: sessionmaker[Session],
     enqueue: Enqueue,
@@ -50,13 +62,22 @@ def run_sweeper(
     interval_seconds: float,
     older_than: timedelta,
     stop: threading.Event,
+    retention: timedelta | None = None,
 ) -> None:
-    """Sweep every `interval_seconds` until `stop` is set; an error is logged, not fatal
-    (the next round retries: a database outage must not kill the clock)."""
+    """Sweep every `interval_seconds` until `stop` is set, and apply `retention` (None:
+    keep raw inputs forever) every ten minutes; an error is logged, not fatal (the next
+    round retries: a database outage must not kill the clock)."""
+    last_purge: datetime | None = None
     while not stop.is_set():
         try:
             sweep_once(sessions, enqueue, older_than)
-            focus_due(sessions, utcnow())
+            now = utcnow()
+            focus_due(sessions, now)
+            if retention is not None and (
+                last_purge is None or now - last_purge >= RETENTION_EVERY
+            ):
+                purge_expired(sessions, retention, now)
+                last_purge = now
         except Exception:
             log.exception("sweep failed; trying again in %.0f s", interval_seconds)
         stop.wait(interval_seconds)

@@ -32,9 +32,11 @@ from tests.helpers import (
 )
 
 
-def crm_ingest(command: str, runtime: Runtime, tmp_path: Path) -> subprocess.Popen[bytes]:
+def crm_env(runtime: Runtime, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `crm-ingest` process on this test's database and broker;
+    `extra` settings as CRM_<NAME>."""
     s = runtime.settings
-    env = {
+    return {
         **os.environ,
         "CRM_DATABASE_URL": s.effective_database_url(),
         "CRM_BROKER_URL": s.broker_url,
@@ -44,7 +46,17 @@ def crm_ingest(command: str, runtime: Runtime, tmp_path: Path) -> subprocess.Pop
         "CRM_SWEEP_AFTER_SECONDS": "1",
         "CRM_SWEEP_INTERVAL_SECONDS": "0.2",
         "CRM_WORKER_THREADS": "1",
+        **{f"CRM_{name.upper()}": value for name, value in extra.items()},
     }
+
+
+def crm_ingest(
+    command: str, runtime: Runtime, tmp_path: Path, **extra: str
+) -> subprocess.Popen[bytes]:
+    """`crm-ingest <command>` as a process of its own (`-m module` runs that module)."""
+    env = crm_env(runtime, tmp_path, **extra)
+    if command.startswith("-m "):
+        return subprocess.Popen([sys.executable, *command.split()], env=env)
     return subprocess.Popen([sys.executable, "-m", "ingest.cli", command], env=env)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -36,6 +36,15 @@ class AttachmentLimits:
 
 
 @dataclass(frozen=True)
+class LoopLimit:
+    """At most `count` mails from one sender to one archive address per `window`; the
+    next ones are held (an auto-reply ping-pong, a misconfigured forwarding rule)."""
+
+    count: int = 20
+    window: timedelta = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
 class Bounce:
     """A delivery status notification: history only, never a customer message."""
 
@@ -44,7 +53,10 @@ class Bounce:
 
 
 def process_email(
-    sessions: sessionmaker[Session], inbound_id: int, limits: AttachmentLimits | None = None
+    sessions: sessionmaker[Session],
+    inbound_id: int,
+    limits: AttachmentLimits | None = None,
+    loops: LoopLimit | None = None,
 ) -> None:
     # Parse before the transaction: a big or hostile message must not hold database locks.
     stored = inbound.load(sessions, inbound_id)
@@ -63,6 +75,10 @@ def process_email(
         item = inbound.claim(session, inbound_id)
         if item is None:
             return
+        if isinstance(mail, services.EmailRecord):
+            item.sender = mail.logged_by.lower()
+            if _held_as_loop(session, item, item.sender, now, loops or LoopLimit()):
+                return
         try:
             if mail is None:
                 raise RejectedInput(refusal)
@@ -80,6 +96,23 @@ def process_email(
             return
         item.card_id = card_id
         inbound.finish(item, InboundStatus.PROCESSED)
+
+
+def _held_as_loop(
+    session: Session, item: InboundItem, sender: str, now: datetime, loops: LoopLimit
+) -> bool:
+    if item.meta.get("released"):  # an operator re-processed it after the hold
+        return False
+    recent = inbound.recent_from(session, item, sender, now - loops.window)
+    if recent < loops.count:
+        return False
+    reason = (
+        f"held as a possible mail loop: {recent} messages from {sender} to this archive "
+        f"address were already processed in the last {loops.window}"
+    )
+    log.warning("inbound item %s %s", item.id, reason)
+    inbound.finish(item, InboundStatus.HELD, reason)
+    return True
 
 
 def _reject(item: InboundItem, reason: str) -> None:
