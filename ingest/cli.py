@@ -20,10 +20,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from crm_core import services
+from crm_core import schemas, services
 from crm_core.db import check_database, describe_url, unit_of_work, upgrade_schema
 from crm_core.errors import CoreError, InvalidInput, NotFound
-from crm_core.models import Card, User, utcnow
+from crm_core.models import Card, InboundStatus, User, utcnow
 from ingest import inbound
 from ingest.http_app import create_app, make_http_server
 from ingest.mailbox import mailboxes
@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         "reprocess", help="send failed, rejected or held inbound items through processing again"
     )
     reprocess.add_argument("ids", nargs="+", type=int, metavar="ID", help="inbound item id")
+    show = commands.add_parser("inbound", help="show an inbound item, or list them by status")
+    show.add_argument("id", nargs="?", type=int, help="inbound item id (none: a list)")
+    show.add_argument("--status", choices=[s.value for s in InboundStatus], help="list filter")
     args = parser.parse_args(argv)
 
     try:
@@ -247,6 +250,21 @@ def cmd_sweeper(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inbound(rt: Runtime, args: argparse.Namespace) -> int:
+    """One item as JSON (status, reason, error, attempts...), or one line per item."""
+    if args.id is not None:
+        item = inbound.load(rt.sessions, args.id)
+        if item is None:
+            print(f"crm-ingest: inbound item {args.id} does not exist", file=sys.stderr)
+            return 1
+        print(schemas.InboundOut.model_validate(item).model_dump_json(indent=2))
+        return 0
+    for item in inbound.list_items(rt.sessions, args.status):
+        why = item.reason or item.error or ""
+        print(f"{item.id}\t{item.channel}\t{item.status}\t{item.received_at:%Y-%m-%d %H:%M}\t{why}")
+    return 0
+
+
 def cmd_reprocess(rt: Runtime, args: argparse.Namespace) -> int:
     """Reset each item to `received` and enqueue it; a running worker processes it."""
     refused = 0
@@ -325,6 +343,7 @@ COMMANDS = {
     "migrate": cmd_migrate,
     "demo": cmd_demo,
     "reprocess": cmd_reprocess,
+    "inbound": cmd_inbound,
 }
 
 

@@ -3,6 +3,7 @@ re-processing (API and CLI), the loop limit (held), and retention with legal hol
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -71,6 +72,15 @@ def test_an_input_that_kills_its_worker_is_failed_after_the_attempts_not_resent_
     assert failed[0]["id"] == stored["id"]
     assert "3 attempts started and none finished" in failed[0]["error"]
     assert history(api, card["id"]) == []
+    shown = subprocess.run(
+        [sys.executable, "-m", "ingest.cli", "inbound", str(stored["id"])],
+        env=crm_env(runtime, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(shown.stdout)["status"] == "failed"
 
     # `crm-ingest reprocess ID` sends it again; a healthy worker records it, once.
     done = subprocess.run(
