@@ -102,7 +102,11 @@ def empty_tables(engine: Engine) -> None:
 
 
 @pytest.fixture
-def settings(migrated: str, broker_url: str, tmp_path: Path) -> Settings:
+def settings(
+    migrated: str, broker_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Settings:
+    """The test's settings; `@pytest.mark.settings(name=value)` changes some for one test."""
+    marker = request.node.get_closest_marker("settings")
     return Settings(
         database_url=migrated,
         broker_url=broker_url,
@@ -114,6 +118,7 @@ def settings(migrated: str, broker_url: str, tmp_path: Path) -> Settings:
         max_attempts=3,
         sweep_after_seconds=0.5,
         sweep_interval_seconds=0.2,
+        **(marker.kwargs if marker else {}),
     )
 
 

@@ -292,6 +292,9 @@ def test_a_poller_killed_between_fetch_and_store_loses_and_doubles_nothing(
 
 
 @pytest.mark.timeout(300)
+# 40 mails from one sender to one card: more than the loop limit lets through, and this
+# test is about the IMAP process (the limit has its own, tests/test_inbound_lifecycle.py).
+@pytest.mark.settings(loop_limit_count=1000)
 def test_crm_ingest_imap_killed_at_any_moment_then_restarted(
     api: httpx.Client,
     runtime: Runtime,
