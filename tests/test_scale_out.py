@@ -77,6 +77,7 @@ def test_two_front_doors_and_two_workers_take_each_mail_once(
         "CRM_SWEEP_INTERVAL_SECONDS": "0.5",
         "CRM_SWEEP_AFTER_SECONDS": "3",
         "CRM_LOG_LEVEL": "WARNING",
+        "CRM_DNS_SERVERS": s.dns_servers,
     }
     ports = [free_port(), free_port()]
     doors = [(["smtp"], {**env, "CRM_SMTP_PORT": str(port)}) for port in ports]

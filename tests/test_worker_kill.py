@@ -44,6 +44,7 @@ def crm_ingest(command: str, runtime: Runtime, tmp_path: Path) -> subprocess.Pop
         "CRM_SWEEP_AFTER_SECONDS": "1",
         "CRM_SWEEP_INTERVAL_SECONDS": "0.2",
         "CRM_WORKER_THREADS": "1",
+        "CRM_DNS_SERVERS": s.dns_servers,
     }
     return subprocess.Popen([sys.executable, "-m", "ingest.cli", command], env=env)
 
