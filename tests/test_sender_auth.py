@@ -286,3 +286,13 @@ def test_dns_settings_are_checked_and_the_check_can_be_turned_off(
     assert make_sender_verifier(settings, OUR_ID) is not None
     off = settings.model_copy(update={"smtp_verify_senders": False})
     assert make_sender_verifier(off, OUR_ID) is None
+
+
+def test_the_suites_smtp_door_checks_senders_against_the_test_dns(
+    runtime: Runtime, smtp_server: tuple[str, int], address: str
+) -> None:
+    # The shared fixture's door asks the suite's DNS (which knows no name), not the machine's
+    send(smtp_server, mail(address), address, SENDER)
+    header = our_results(runtime)
+    assert "spf=none" in header
+    assert "dmarc=none" in header
