@@ -29,6 +29,7 @@ from ingest.http_app import create_app, make_http_server
 from ingest.mailbox import mailboxes
 from ingest.mailbox.addresses import encode_archive_address, hash_archive_token, new_archive_token
 from ingest.mailbox.imap_poller import ImapService
+from ingest.mailbox.sender_auth import make_sender_verifier
 from ingest.mailbox.smtp_handler import make_archive_handler, start_smtp_server
 from ingest.runtime import Runtime, build_runtime
 from ingest.settings import Settings, SettingsError, load_settings
@@ -357,7 +358,8 @@ async def _serve(rt: Runtime, token: str, *, smtp: bool, http: bool) -> None:
         loop.add_signal_handler(signum, stop.set)
     servers: list[asyncio.Server] = []
     if smtp:
-        handler = make_archive_handler(rt.sessions, rt.pipeline.enqueue, s.archive_domain)
+        verify = make_sender_verifier(s, authserv_id=s.archive_domain)  # our SMTP hostname
+        handler = make_archive_handler(rt.sessions, rt.pipeline.enqueue, s.archive_domain, verify)
         try:
             servers.append(
                 await start_smtp_server(

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
 
     # Largest message accepted over SMTP, advertised with the SIZE extension (RFC 1870).
     smtp_max_message_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
+    # Sender trust (SPF, DKIM, DMARC) of mail arriving by SMTP; DNS servers "host:port,..."
+    # (empty: the system's resolver) and the time one lookup may take before it counts as
+    # a temporary error (the mail is then accepted with temperror results).
+    smtp_verify_senders: bool = True
+    dns_servers: str = ""
+    dns_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 3.0
     # Seconds a database write may wait for a lock before the front door answers 451/503.
     db_lock_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
 
@@ -101,6 +107,15 @@ class Settings(BaseSettings):
             ("redis://", "rediss://", "unix://", "amqp://", "amqps://")
         ):
             raise ValueError("must be a redis://, rediss://, unix:// or amqp:// URL (or empty)")
+        return value
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _dns_servers(cls, value: str) -> str:
+        for server in filter(None, (part.strip() for part in value.split(","))):
+            host, sep, port = server.rpartition(":")
+            if not (sep and host and port.isdigit() and 1 <= int(port) <= 65535):
+                raise ValueError("must be a comma-separated list of host:port (or empty)")
         return value
 
     @field_validator("default_region")

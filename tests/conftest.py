@@ -26,9 +26,11 @@ from crm_core.db import Base, make_engine, upgrade_schema
 from crm_core.models import utcnow
 from ingest.embedded import EmbeddedRedis
 from ingest.http_app import create_app, make_http_server
+from ingest.mailbox.sender_auth import make_sender_verifier
 from ingest.mailbox.smtp_handler import ArchiveHandler, make_archive_handler, start_smtp_server
 from ingest.runtime import Runtime, build_runtime
 from ingest.settings import Settings
+from tests.dns_server import TestDns
 
 API_TOKEN = "test-token"
 
@@ -101,9 +103,25 @@ def empty_tables(engine: Engine) -> None:
                 conn.execute(table.delete())
 
 
+@pytest.fixture(scope="session")
+def test_dns() -> Iterator[TestDns]:
+    """The suite's DNS server (CRM_DNS_SERVERS of every service under test): it knows no
+    name, so the SMTP door's sender checks answer at once (spf/dkim/dmarc=none) and nothing
+    asks the machine's resolver. Tests of sender trust start their own with records."""
+    server = TestDns()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def settings(
-    migrated: str, broker_url: str, tmp_path: Path, request: pytest.FixtureRequest
+    migrated: str,
+    broker_url: str,
+    tmp_path: Path,
+    test_dns: TestDns,
+    request: pytest.FixtureRequest,
 ) -> Settings:
     """The test's settings; `@pytest.mark.settings(name=value)` changes some for one test."""
     marker = request.node.get_closest_marker("settings")
@@ -118,6 +136,8 @@ def settings(
         max_attempts=3,
         sweep_after_seconds=0.5,
         sweep_interval_seconds=0.2,
+        dns_servers=test_dns.address,
+        dns_timeout_seconds=2.0,
         **(marker.kwargs if marker else {}),
     )
 
@@ -163,7 +183,10 @@ class LoopThread:
 @pytest.fixture
 def smtp_server(runtime: Runtime) -> Iterator[tuple[str, int]]:
     """Our SMTP listener on a free loopback port, wired to the runtime's store and broker."""
-    handler = make_archive_handler(runtime.sessions, runtime.pipeline.enqueue, "archive.test")
+    verify = make_sender_verifier(runtime.settings, "archive.test")
+    handler = make_archive_handler(
+        runtime.sessions, runtime.pipeline.enqueue, "archive.test", verify
+    )
     yield from serve_smtp(runtime, handler)
 
 

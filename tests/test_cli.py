@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.dns_server import TestDns
 from tests.helpers import (
     archive_address,
     create_card,
@@ -55,10 +56,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_run_with_embedded_defaults_end_to_end(tmp_path: Path) -> None:
+def test_run_with_embedded_defaults_end_to_end(tmp_path: Path, test_dns: TestDns) -> None:
     """The README's path: start, create a user and a card, mail the card, see it."""
     smtp_port, http_port = free_port(), free_port()
     env = {
+        "CRM_DNS_SERVERS": test_dns.address,
         "CRM_DATA_DIR": str(tmp_path / "var"),
         "CRM_SMTP_PORT": str(smtp_port),
         "CRM_HTTP_PORT": str(http_port),

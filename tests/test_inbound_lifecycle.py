@@ -197,7 +197,9 @@ def test_retention_deletes_finished_raw_inputs_but_keeps_failed_held_and_legal_h
     for listed in inbound_items(api):
         raw = inbound.load(runtime.sessions, listed["id"])
         assert raw is not None
-        subject = next(k for k, m in mails.items() if str(m["Subject"]).encode() in raw.raw)
+        subject = next(
+            k for k, m in mails.items() if f"Subject: {m['Subject']}\r\n".encode() in raw.raw
+        )
         by_subject[subject] = listed["id"]
     [failed_id] = inbound.store(
         runtime.sessions,

@@ -28,6 +28,12 @@ EXPECTED_BOUNCES = {"mail_malformed_2.eml"}
 EXPECTED_REJECTIONS = {
     "mail_test_5.eml": "bulk message (Precedence: bulk)",
     "mail_test_16.eml": "bulk message (Precedence: junk)",
+    # An address shown as the name of another: which one wrote it? (strict RFC 5322 parsing;
+    # Python 3.13's getaddresses(strict=True) finds no address in these either.)
+    "mail_test_15.eml": "the From header is malformed (invalid address in address-list): "
+    "'purchasing@aquillaindustries.com <do-not-reply@ncs.gov.ng>'",
+    "mail_test_19.eml": "the From header is malformed (invalid address in address-list): "
+    "'alice@example.com <bob@example.com>'",
 }
 
 
@@ -64,9 +70,10 @@ def test_eml_fixture_is_processed_or_rejected_with_reason(
 ) -> None:
     raw = crlf((MIME / name).read_bytes())
     parsed = parse_email(raw)
-    assert parsed.sender is not None
+    assert parsed.sender is not None or name in EXPECTED_REJECTIONS
     # Given its sender is a CRM user archiving it to a card
-    user = create_user(api, parsed.sender[1].lower(), "Fixture sender")
+    author = parsed.sender[1] if parsed.sender else "archiver@example.com"
+    user = create_user(api, author.lower(), "Fixture sender")
     card = create_card(api, user["id"])
     address = archive_address(api, card["id"])
     send(smtp_server, raw, address, "archiver@example.com")
@@ -90,13 +97,13 @@ def test_eml_fixture_is_processed_or_rejected_with_reason(
         subject, sender, note_start = EXPECTED_FORWARDS[name]
         assert (entry["forwarded"], entry["subject"], entry["from"]) == (True, subject, sender)
         assert entry["note"].startswith(note_start)
-        assert entry["logged_by"]["address"] == parsed.sender[1].lower()
+        assert entry["logged_by"]["address"] == author.lower()
     else:
         assert item["status"] == "processed", item
         [entry] = history(api, card["id"])
         assert entry["forwarded"] is False
         assert entry["subject"] == parsed.subject
-        assert entry["from"]["address"] == parsed.sender[1]
+        assert entry["from"]["address"] == author
         assert entry["text"] == parsed.text
         if name in EXPECTED_HEADERS:
             subject, sender_name, sender_address = EXPECTED_HEADERS[name]

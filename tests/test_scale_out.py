@@ -79,6 +79,7 @@ def test_two_front_doors_and_two_workers_take_each_mail_once(
         "CRM_LOG_LEVEL": "WARNING",
         # 50 mails from one sender to one card: beyond the loop limit, not this test's subject.
         "CRM_LOOP_LIMIT_COUNT": "1000",
+        "CRM_DNS_SERVERS": s.dns_servers,
     }
     ports = [free_port(), free_port()]
     doors = [(["smtp"], {**env, "CRM_SMTP_PORT": str(port)}) for port in ports]

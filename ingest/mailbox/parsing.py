@@ -9,7 +9,10 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email import errors, policy
+from email.headerregistry import AddressHeader, BaseHeader
 from email.message import Message
+from email.parser import HeaderParser
 from email.utils import parseaddr
 
 import mailparser
@@ -46,6 +49,8 @@ class ParsedEmail:
     attachments: list[Attachment] = field(default_factory=list)
     # Messages attached whole (message/rfc822): a forward "as attachment".
     attached_messages: list[bytes] = field(default_factory=list)
+    # Why the From header cannot be trusted (see `strict_from`); "" when it can.
+    from_problem: str = ""
 
     def header(self, name: str) -> str:
         return self.headers.get(name.lower(), "")
@@ -70,9 +75,10 @@ def parse_email(raw: bytes) -> ParsedEmail:
             text_html = "\n".join(parsed.text_html)
         text_plain = text_plain.replace("\r\n", "\n")
         referenced = set(re.findall(r"cid:([^\"'>\s)]+)", text_html, re.IGNORECASE))
+        sender, from_problem = strict_from(raw)
         return ParsedEmail(
             message_id=_clean(parsed.message_id or "").strip(),
-            sender=_first(parsed.from_),
+            sender=sender if sender or from_problem else _first(parsed.from_),
             to=_addresses(parsed.to),
             cc=_addresses(parsed.cc),
             date=_utc(parsed.date),
@@ -86,10 +92,51 @@ def parse_email(raw: bytes) -> ParsedEmail:
                 for a in parts.attachments
             ],
             attached_messages=parts.attached_messages,
+            from_problem=from_problem,
         )
     except Exception as exc:  # the library raises many kinds on hostile input
         log.info("unparseable message: %r", exc)
         raise RejectedInput(f"cannot parse the message ({type(exc).__name__})") from exc
+
+
+def strict_from(raw: bytes) -> tuple[Address | None, str]:
+    """The one author of `raw` by RFC 5322's grammar, or why there is not exactly one.
+
+    Returns (address, "") or (None, reason); (None, "") when there is no From header.
+    Python 3.11.7 has no `getaddresses(strict=True)` (3.11.10+), whose lenient parsing reads
+    `a@x(<b@y>` as two addresses (CVE-2023-27043); `email.policy.default`'s header registry
+    parses by the grammar and reports what it had to repair as defects, which we refuse.
+    Obsolete syntax (`John Q. Public`) and UTF-8 local parts (RFC 6532) are allowed.
+    """
+    head = _utf8_header_block(raw)
+    cut = min((i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0), default=-1)
+    text = (head if cut < 0 else head[:cut]).decode("utf-8", errors="replace")
+    values = HeaderParser(policy=policy.compat32).parsestr(text + "\n\n").get_all("From") or []
+    if not values:
+        return None, ""
+    if len(values) > 1:
+        return None, f"the message has {len(values)} From headers; exactly one is required"
+    value = re.sub(r"\r?\n[ \t]", " ", str(values[0])).strip()
+    shown = _clean(value)[:200]
+    header = policy.default.header_factory("From", value)
+    if not (isinstance(header, AddressHeader) and isinstance(header, BaseHeader)):
+        return None, f"the From header cannot be read: {shown!r}"  # not the registry's type
+    bad = [
+        d
+        for d in header.defects
+        if isinstance(d, errors.InvalidHeaderDefect | errors.HeaderMissingRequiredValue)
+    ]
+    addresses = header.addresses
+    if bad:
+        return None, f"the From header is malformed ({bad[0]}): {shown!r}"
+    if len(addresses) != 1:
+        if not addresses:
+            return None, ""
+        return None, f"the From header has {len(addresses)} addresses; exactly one is required"
+    address = addresses[0]
+    if not address.username or not address.domain:
+        return None, f"the From address is incomplete: {shown!r}"
+    return (_clean(address.display_name).strip(), _clean(address.addr_spec)), ""
 
 
 @dataclass

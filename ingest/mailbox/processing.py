@@ -142,6 +142,8 @@ def _email_record(
     if parsed.content_type == "multipart/report":  # RFC 3464 delivery status notification
         return Bounce(subject=parsed.subject, text=parsed.text)
     _refuse_automatic(parsed, item)
+    if parsed.from_problem:
+        raise RejectedInput(parsed.from_problem)
     if parsed.sender is None:
         raise RejectedInput("the message has no From address")
     sender = parsed.sender

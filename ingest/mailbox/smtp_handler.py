@@ -1,7 +1,7 @@
 """The SMTP front door (aiosmtpd; the only module importing it).
 
-RCPT: unknown or revoked archive address -> 550 5.1.1, early and cheaply. DATA: the raw
-message is committed to the inbound store, then its id is sent to the worker, then 250.
+RCPT: unknown or revoked archive address -> 550 5.1.1, early and cheaply. DATA: the sender
+checked (`verify`), the raw message committed to the inbound store, its id sent on, 250.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ingest.mailbox.addresses import (
     encode_archive_address,
     hash_archive_token,
 )
+from ingest.mailbox.sender_auth import Arrival, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +47,25 @@ _NO_TOKEN_HASH = hashlib.sha256(b"no token").hexdigest()
 IsLiveToken = Callable[[str], bool]  # token hash -> the address exists and is live
 Store = Callable[[list[NewInput]], Future[list[int]]]  # ids, once committed
 Enqueue = Callable[[str, int], None]
+Verify = Callable[[Arrival], Verdict]  # sender trust (sender_auth.SenderVerifier); blocking
 
 
 class ArchiveHandler:
     """aiosmtpd handler; blocking work (database, broker) runs off the event loop."""
 
     def __init__(
-        self, is_live_token: IsLiveToken, store: Store, enqueue: Enqueue, archive_domain: str
+        self,
+        is_live_token: IsLiveToken,
+        store: Store,
+        enqueue: Enqueue,
+        archive_domain: str,
+        verify: Verify | None = None,
     ) -> None:
         self._archive_domain = archive_domain.lower()
         self._is_live_token = is_live_token
         self._store = store
         self._enqueue = enqueue
+        self._verify = verify
 
     async def handle_RCPT(
         self,
@@ -93,10 +101,18 @@ class ArchiveHandler:
             # aiosmtpd keeps a null reverse-path as "<>"; "" means "a bounce" downstream.
             "mail_from": "" if envelope.mail_from in (None, "<>") else envelope.mail_from,
         }
+        stored = raw
+        if self._verify is not None:
+            verdict = await self._verified(
+                Arrival(raw, meta["peer"], meta["helo"], meta["mail_from"])
+            )
+            if verdict is not None and verdict.refusal:
+                return verdict.refusal
+            stored = raw if verdict is None else verdict.raw
         inputs = [
             NewInput(
                 channel="email",
-                raw=raw,
+                raw=stored,  # the dedupe key stays that of the bytes received (IMAP's too)
                 recipient=recipient,
                 dedupe_key=inbound.email_key(recipient, raw),
                 meta=meta,
@@ -118,6 +134,15 @@ class ArchiveHandler:
                 # Stored is what matters: the sweeper sends it once the broker is back.
                 log.warning("broker unavailable; inbound item %s left to the sweeper", item_id)
         return ACCEPTED
+
+    async def _verified(self, arrival: Arrival) -> Verdict | None:
+        """SPF/DKIM/DMARC off the event loop; a failure of the check itself loses no mail."""
+        assert self._verify is not None
+        try:
+            return await asyncio.to_thread(self._verify, arrival)
+        except Exception:
+            log.exception("sender verification failed; storing the message unchecked")
+            return None
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("SMTP session error: %r", error)
@@ -150,7 +175,10 @@ async def start_smtp_server(
 
 
 def make_archive_handler(
-    sessions: sessionmaker[OrmSession], enqueue: Enqueue, archive_domain: str
+    sessions: sessionmaker[OrmSession],
+    enqueue: Enqueue,
+    archive_domain: str,
+    verify: Verify | None = None,
 ) -> ArchiveHandler:
     """The handler wired to the database: live-address lookup and the inbound store."""
 
@@ -161,4 +189,4 @@ def make_archive_handler(
     def store(inputs: list[NewInput]) -> Future[list[int]]:
         return inbound.submit(sessions, inputs)
 
-    return ArchiveHandler(is_live_token, store, enqueue, archive_domain)
+    return ArchiveHandler(is_live_token, store, enqueue, archive_domain, verify)
