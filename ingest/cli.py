@@ -28,7 +28,12 @@ from ingest.http_app import create_app, make_http_server
 from ingest.mailbox import mailboxes
 from ingest.mailbox.addresses import encode_archive_address, hash_archive_token, new_archive_token
 from ingest.mailbox.imap_poller import ImapService
-from ingest.mailbox.smtp_handler import make_archive_handler, start_smtp_server
+from ingest.mailbox.smtp_handler import (
+    DoorLimits,
+    load_tls_context,
+    make_archive_handler,
+    start_smtp_server,
+)
 from ingest.runtime import Runtime, build_runtime
 from ingest.settings import Settings, SettingsError, load_settings
 from ingest.sweeper import run_sweeper
@@ -314,7 +319,14 @@ async def _serve(rt: Runtime, token: str, *, smtp: bool, http: bool) -> None:
         loop.add_signal_handler(signum, stop.set)
     servers: list[asyncio.Server] = []
     if smtp:
-        handler = make_archive_handler(rt.sessions, rt.pipeline.enqueue, s.archive_domain)
+        try:
+            tls = load_tls_context(s)
+        except SettingsError as exc:
+            raise StartupError(str(exc)) from None
+        limits = DoorLimits.from_settings(s)
+        handler = make_archive_handler(
+            rt.sessions, rt.pipeline.enqueue, s.archive_domain, limits=limits
+        )
         try:
             servers.append(
                 await start_smtp_server(
@@ -323,6 +335,9 @@ async def _serve(rt: Runtime, token: str, *, smtp: bool, http: bool) -> None:
                     s.smtp_port,
                     max_message_bytes=s.smtp_max_message_bytes,
                     hostname=s.archive_domain,
+                    limits=limits,
+                    tls=tls,
+                    require_tls=s.smtp_require_tls,
                 )
             )
         except OSError as exc:
