@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     smtp_max_line_bytes: Annotated[int, Field(ge=1000, le=1024 * 1024)] = 64 * 1024
     smtp_max_recipients: Annotated[int, Field(ge=1)] = 100
     smtp_max_connections: Annotated[int, Field(ge=1)] = 200
-    smtp_max_connections_per_ip: Annotated[int, Field(ge=0)] = 20
+    smtp_max_connections_per_ip: Annotated[int, Field(ge=0)] = 50  # as Postfix
     smtp_idle_seconds: Annotated[float, Field(gt=0)] = 300.0
     # Directory harvesting: after this many unknown archive addresses from one client
     # (IPv4 address or IPv6 /64) within the window, its every RCPT gets 450 4.7.1 until the

@@ -289,6 +289,7 @@ class _Door(SMTP):
         self._count = count
         self._client: str | None = None
         self._admitted = False
+        self._in_data = False
         super().__init__(handler, timeout=limits.idle_seconds, **kwargs)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -304,10 +305,18 @@ class _Door(SMTP):
         super().connection_lost(error)
 
     def data_received(self, data: bytes) -> None:
-        # Idle means nothing received: a long DATA still arriving is not idle.
-        if self._timeout_handle is not None:
+        # aiosmtpd counts idle time from the last command; a long DATA still arriving is not
+        # idle (RFC 5321 4.5.3.2.6 times each block). Commands still need whole lines.
+        if self._in_data and self._timeout_handle is not None:
             self._reset_timeout()
         super().data_received(data)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._in_data = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._in_data = False
 
     async def _handle_client(self) -> None:
         if not self._admitted:
