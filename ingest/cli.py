@@ -30,7 +30,12 @@ from ingest.mailbox import mailboxes
 from ingest.mailbox.addresses import encode_archive_address, hash_archive_token, new_archive_token
 from ingest.mailbox.imap_poller import ImapService
 from ingest.mailbox.sender_auth import make_sender_verifier
-from ingest.mailbox.smtp_handler import make_archive_handler, start_smtp_server
+from ingest.mailbox.smtp_handler import (
+    DoorLimits,
+    load_tls_context,
+    make_archive_handler,
+    start_smtp_server,
+)
 from ingest.runtime import Runtime, build_runtime
 from ingest.settings import Settings, SettingsError, load_settings
 from ingest.sweeper import run_sweeper
@@ -358,8 +363,15 @@ async def _serve(rt: Runtime, token: str, *, smtp: bool, http: bool) -> None:
         loop.add_signal_handler(signum, stop.set)
     servers: list[asyncio.Server] = []
     if smtp:
+        try:
+            tls = load_tls_context(s)
+        except SettingsError as exc:
+            raise StartupError(str(exc)) from None
+        limits = DoorLimits.from_settings(s)
         verify = make_sender_verifier(s, authserv_id=s.archive_domain)  # our SMTP hostname
-        handler = make_archive_handler(rt.sessions, rt.pipeline.enqueue, s.archive_domain, verify)
+        handler = make_archive_handler(
+            rt.sessions, rt.pipeline.enqueue, s.archive_domain, verify, limits=limits
+        )
         try:
             servers.append(
                 await start_smtp_server(
@@ -368,6 +380,9 @@ async def _serve(rt: Runtime, token: str, *, smtp: bool, http: bool) -> None:
                     s.smtp_port,
                     max_message_bytes=s.smtp_max_message_bytes,
                     hostname=s.archive_domain,
+                    limits=limits,
+                    tls=tls,
+                    require_tls=s.smtp_require_tls,
                 )
             )
         except OSError as exc:

@@ -49,6 +49,27 @@ class Settings(BaseSettings):
     smtp_verify_senders: bool = True
     dns_servers: str = ""
     dns_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 3.0
+    # SMTP door limits. Command lines: RFC 5321's 512 octets. Message text lines: the RFC
+    # says 1,000 with CRLF, but real mailers send longer ones; they are accepted up to this,
+    # longer -> 500 5.5.2. Recipients beyond the cap -> 452 4.5.3 (the client sends the rest
+    # later). Connections beyond either cap -> 421 4.7.0 at the greeting (0 per IP = no cap
+    # per client). A session silent this long -> 421 4.4.2 and closed.
+    smtp_max_command_bytes: Annotated[int, Field(ge=512, le=1000)] = 512
+    smtp_max_line_bytes: Annotated[int, Field(ge=1000, le=1024 * 1024)] = 64 * 1024
+    smtp_max_recipients: Annotated[int, Field(ge=1)] = 100
+    smtp_max_connections: Annotated[int, Field(ge=1)] = 200
+    smtp_max_connections_per_ip: Annotated[int, Field(ge=0)] = 50  # as Postfix
+    smtp_idle_seconds: Annotated[float, Field(gt=0)] = 300.0
+    # Directory harvesting: after this many unknown archive addresses from one client
+    # (IPv4 address or IPv6 /64) within the window, its every RCPT gets 450 4.7.1 until the
+    # window has passed. Counted in each SMTP process's memory. 0 = off (e.g. behind a relay).
+    smtp_unknown_rcpt_limit: Annotated[int, Field(ge=0)] = 10
+    smtp_unknown_rcpt_window_seconds: Annotated[float, Field(gt=0)] = 600.0
+    # STARTTLS: a PEM certificate (chain) and its key; empty = STARTTLS not offered. With
+    # require_tls, MAIL before STARTTLS gets 530 5.7.0 (needs the certificate).
+    smtp_tls_cert_file: str = ""
+    smtp_tls_key_file: str = ""
+    smtp_require_tls: bool = False
     # Seconds a database write may wait for a lock before the front door answers 451/503.
     db_lock_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
 

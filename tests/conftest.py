@@ -27,7 +27,13 @@ from crm_core.models import utcnow
 from ingest.embedded import EmbeddedRedis
 from ingest.http_app import create_app, make_http_server
 from ingest.mailbox.sender_auth import make_sender_verifier
-from ingest.mailbox.smtp_handler import ArchiveHandler, make_archive_handler, start_smtp_server
+from ingest.mailbox.smtp_handler import (
+    ArchiveHandler,
+    DoorLimits,
+    load_tls_context,
+    make_archive_handler,
+    start_smtp_server,
+)
 from ingest.runtime import Runtime, build_runtime
 from ingest.settings import Settings
 from tests.dns_server import TestDns
@@ -185,20 +191,29 @@ def smtp_server(runtime: Runtime) -> Iterator[tuple[str, int]]:
     """Our SMTP listener on a free loopback port, wired to the runtime's store and broker."""
     verify = make_sender_verifier(runtime.settings, "archive.test")
     handler = make_archive_handler(
-        runtime.sessions, runtime.pipeline.enqueue, "archive.test", verify
+        runtime.sessions,
+        runtime.pipeline.enqueue,
+        "archive.test",
+        verify,
+        limits=DoorLimits.from_settings(runtime.settings),
     )
     yield from serve_smtp(runtime, handler)
 
 
 def serve_smtp(runtime: Runtime, handler: ArchiveHandler) -> Generator[tuple[str, int], None, None]:
+    """Serve `handler` with the door's limits and TLS as in runtime.settings."""
+    s = runtime.settings
     loops = LoopThread()
     server = loops.run(
         start_smtp_server(
             handler,
             "127.0.0.1",
             0,
-            max_message_bytes=runtime.settings.smtp_max_message_bytes,
+            max_message_bytes=s.smtp_max_message_bytes,
             hostname="archive.test",
+            limits=DoorLimits.from_settings(s),
+            tls=load_tls_context(s),
+            require_tls=s.smtp_require_tls,
         )
     )
     try:
