@@ -16,7 +16,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy.orm import Session, sessionmaker
 
-from ingest import inbound
+from ingest import inbound, logs
 from ingest.mailbox.processing import process_email
 
 log = logging.getLogger("worker")
@@ -31,9 +31,36 @@ PROCESSORS: dict[str, Processor] = {"email": process_email}
 
 def build_broker(url: str, namespace: str = "dramatiq") -> dramatiq.Broker:
     """A Redis broker (redis://, rediss://, unix://) or RabbitMQ (amqp://) for `url`."""
+    broker: dramatiq.Broker
     if url.startswith(("amqp://", "amqps://")):
-        return RabbitmqBroker(url=url)
-    return RedisBroker(url=url, namespace=namespace)  # type: ignore[no-untyped-call]
+        broker = RabbitmqBroker(url=url)
+    else:
+        broker = RedisBroker(url=url, namespace=namespace)  # type: ignore[no-untyped-call]
+    # First in, last out: its context spans the other middleware's hooks (retry lines too).
+    broker.add_middleware(InboundLogContext(), before=type(broker.middleware[0]))
+    return broker
+
+
+class InboundLogContext(dramatiq.Middleware):
+    """Every line logged while a message is processed (ours, the libraries', Dramatiq's
+    own failure and retry lines) carries the message's inbound id and channel."""
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        if message.args:
+            logs.bind(message.args[0], message.actor_name.removeprefix("process_"))
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        logs.unbind()
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        logs.unbind()
 
 
 @dataclass

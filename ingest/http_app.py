@@ -26,7 +26,7 @@ from crm_core.db import read_only, unit_of_work
 from crm_core.errors import Conflict, CoreError, Forbidden, InvalidInput, NotFound
 from crm_core.models import InboundStatus, Source, utcnow
 from crm_core.permissions import Actor
-from ingest import inbound, placement, sources
+from ingest import inbound, metrics, placement, sources
 from ingest.calllog import webhook as calllog_hook
 from ingest.calllog.processing import place_call
 from ingest.chat import payloads as chat_payloads
@@ -170,6 +170,18 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get(
+        "/metrics",
+        dependencies=admin,
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}},
+    )
+    def prometheus_metrics() -> Response:
+        """Prometheus figures of this process (inputs accepted, rejected, processed,
+        unmatched, failed; end-to-end latency) and the queue depth. Needs the admin token
+        (or an admin's): this listener also takes webhooks, so it may face the Internet."""
+        return Response(metrics.exposition(sessions), media_type=metrics.CONTENT_TYPE)
 
     @app.post("/api/cards/{card_id}/archive-address", status_code=201)
     def issue_archive_address(card_id: int, who: Who) -> schemas.ArchiveAddressOut:
@@ -381,12 +393,7 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         return JSONResponse(accepted.answer.model_dump(mode="json"), status_code=code)
 
     def enqueue_all(channel: str, ids: list[int]) -> None:
-        for item_id in ids:
-            try:
-                runtime.pipeline.enqueue(channel, item_id)
-            except Exception:
-                # Stored is what matters: the sweeper sends it once the broker is back.
-                log.warning("broker unavailable; inbound item %s left to the sweeper", item_id)
+        inbound.hand_over(runtime.pipeline.enqueue, channel, ids)
 
     @app.get("/api/unmatched", dependencies=admin)
     def list_unmatched(
@@ -510,5 +517,8 @@ def make_http_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, _HideSecrets) for f in access.filters):
         access.addFilter(_HideSecrets())
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="off")
+    # No log config of uvicorn's own: its lines go through the process's (`ingest.logs`).
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="info", lifespan="off", log_config=None
+    )
     return _HttpServer(config)

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session, defer, sessionmaker
 from crm_core.db import read_only, unit_of_work
 from crm_core.errors import Conflict, NotFound
 from crm_core.models import Card, InboundItem, InboundStatus, utcnow
+from ingest import logs, metrics
 from ingest.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -181,7 +183,20 @@ def _store(sessions: sessionmaker[Session], inputs: list[NewInput]) -> list[int]
                 list(fresh.values()),
             )
             found.update({key: item_id for key, item_id in inserted})
+    metrics.stored(fresh.values())
     return [found[new.dedupe_key] for new in inputs]
+
+
+def hand_over(enqueue: Callable[[str, int], None], channel: str, ids: list[int]) -> None:
+    """After the store, at every front door: send each id to the workers, logging under it.
+    Stored is what matters: if the broker is down, the sweeper sends them once it is back."""
+    for item_id in ids:
+        with logs.inbound_context(item_id, channel):
+            log.info("inbound item %s stored, sending it to the workers", item_id)
+            try:
+                enqueue(channel, item_id)
+            except Exception:
+                log.warning("broker unavailable; inbound item %s left to the sweeper", item_id)
 
 
 def load(sessions: sessionmaker[Session], item_id: int) -> InboundItem | None:
@@ -211,6 +226,7 @@ def lock(session: Session, item_id: int) -> InboundItem | None:
 
 
 def finish(item: InboundItem, status: InboundStatus, reason: str | None = None) -> None:
+    metrics.finishing(item, status)
     item.status = status.value
     item.reason = reason
     item.finished_at = utcnow()

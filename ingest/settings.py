@@ -7,7 +7,7 @@ with a message naming the variable instead of failing later in a worker.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     # Region used to read phone numbers written without a country code.
     default_region: str = "FR"
     log_level: str = "INFO"
+    # One JSON object per line (for a log collector) or plain text (scripts/run sets text).
+    log_format: Literal["json", "text"] = "json"
+    # Prometheus: the processes without the HTTP app (`smtp`, `imap`, `worker`) serve their
+    # own figures on this port (0 = not served); `run` and `api` serve them at /metrics.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
 
     @field_validator("database_url")
     @classmethod

@@ -12,6 +12,8 @@ from email.utils import format_datetime, make_msgid
 from typing import Any, TypeVar
 
 import httpx
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 T = TypeVar("T")
 
@@ -101,6 +103,14 @@ def counters(api: httpx.Client, user_id: int) -> dict[str, Any]:
 def all_finished(api: httpx.Client) -> bool:
     items = inbound_items(api)
     return bool(items) and all(item["status"] != "received" for item in items)
+
+
+def read_metrics(client: httpx.Client) -> dict[str, Metric]:
+    """`GET /metrics` over HTTP, parsed as Prometheus parses it: metric families by name."""
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return {family.name: family for family in text_string_to_metric_families(response.text)}
 
 
 def grant(api: httpx.Client, user_id: int, **levels: str) -> None:

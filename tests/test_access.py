@@ -294,6 +294,7 @@ ADMIN_ONLY = {
     ("DELETE", "/api/mailboxes/{mailbox_id}"),
     ("GET", "/api/unmatched"),
     ("POST", "/api/unmatched/{item_id}/attach"),
+    ("GET", "/metrics"),  # Prometheus' scraper holds an admin's token (README)
 }
 SELF_OR_ADMIN = {
     ("PATCH", "/api/users/{user_id}"),

@@ -41,8 +41,8 @@ EVENTS = 50
 
 
 @contextlib.contextmanager
-def processes(commands: list[tuple[list[str], dict[str, str]]]) -> Iterator[None]:
-    started = [crm_ingest(args, env) for args, env in commands]
+def processes(commands: list[tuple[list[str], dict[str, str]]], **kwargs: object) -> Iterator[None]:
+    started = [crm_ingest(args, env, **kwargs) for args, env in commands]
     try:
         yield
     finally:

@@ -21,6 +21,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ingest import inbound, logs
 from ingest.mailbox import mailboxes
 from ingest.sealing import Sealer
 
@@ -194,12 +195,7 @@ class Poller:
             self.sessions, self.mailbox_id, uidvalidity, uid, bytes(raw), self.archive_domain
         )
         if taken.rejected is None:
-            for item_id in taken.item_ids:
-                try:
-                    self.enqueue("email", item_id)
-                except Exception:
-                    # Stored is what matters: the sweeper sends it once the broker is back.
-                    log.warning("broker down; inbound item %s left to the sweeper", item_id)
+            inbound.hand_over(self.enqueue, "email", taken.item_ids)
             try:
                 self._mark(client, config, uid)
             except IMAPClientError as exc:
@@ -208,13 +204,15 @@ class Poller:
                 log.warning("mailbox %s: %s", self.mailbox_id, error)
                 mailboxes.report(self.sessions, self.mailbox_id, error)
         else:
-            log.warning(
-                "mailbox %s: message UID %s kept in the mailbox, not taken: %s (inbound item %s)",
-                self.mailbox_id,
-                uid,
-                taken.rejected,
-                taken.item_ids[0],
-            )
+            with logs.inbound_context(taken.item_ids[0], "email"):
+                log.warning(
+                    "mailbox %s: message UID %s kept in the mailbox, not taken: %s "
+                    "(inbound item %s)",
+                    self.mailbox_id,
+                    uid,
+                    taken.rejected,
+                    taken.item_ids[0],
+                )
         mailboxes.move_cursor(self.sessions, self.mailbox_id, uidvalidity, uid)
 
     def _mark(self, client: IMAPClient, config: mailboxes.MailboxConfig, uid: int) -> None:

@@ -267,12 +267,7 @@ class ArchiveHandler:
         except Exception:
             log.exception("unexpected error while storing; answering 451")
             return TRY_LATER
-        for item_id in ids:
-            try:
-                await asyncio.to_thread(self._enqueue, "email", item_id)
-            except Exception:
-                # Stored is what matters: the sweeper sends it once the broker is back.
-                log.warning("broker unavailable; inbound item %s left to the sweeper", item_id)
+        await asyncio.to_thread(inbound.hand_over, self._enqueue, "email", ids)
         return ACCEPTED
 
     async def _verified(self, arrival: Arrival) -> Verdict | None:
