@@ -20,7 +20,7 @@ import httpx
 from ingest.runtime import Runtime
 from ingest.signatures import sign_timestamped
 from tests.conftest import FakeClock
-from tests.helpers import counters, create_card, create_user, history, wait_for
+from tests.helpers import counters, create_card, create_user, history, inbound_items, wait_for
 from tests.test_calllog import all_done, card_with_phone, stored_count
 from tests.test_smtp import database_write_locked
 
@@ -243,6 +243,7 @@ def test_a_stripe_payment_lands_on_the_payers_card(
     )
     assert post_stripe(api, hook, session, clock).status_code == 200
     wait_for(lambda: all_done(api, 2), what="the checkout session")
+    assert [i["status"] for i in inbound_items(api)] == ["processed", "processed"]
     assert len(payments_of(api, target["id"])) == 1
     assert incoming(api, anna["id"]) == 1
 
