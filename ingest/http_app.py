@@ -386,7 +386,10 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         "/hooks/payments/{source_id}",
         status_code=202,
         openapi_extra=payments_hook.OPENAPI,
-        responses={401: {"description": "bad or missing signature; nothing stored"}},
+        responses={
+            200: {"description": "a `stripe` source's event: stored, or `ignored`"},
+            401: {"description": "bad or missing signature; nothing stored"},
+        },
     )
     async def payments(request: Request, source_id: int) -> Response:
         """Payments of orders from a `stripe` source (Stripe's events, `Stripe-Signature`;
