@@ -24,6 +24,7 @@ FILTERS: dict[str, tuple[str, ...]] = {
     "sms": ("sms",),
     "chat": ("chat",),
     "calls": ("call",),
+    "payments": ("payment",),
     "status": ("status_change",),
     "fields": ("field_change",),
     "documents": ("document", "document_deleted"),

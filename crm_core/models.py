@@ -562,3 +562,33 @@ class Document(Base):
     sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
     inline: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Payment(Base):
+    """One payment of an order by the provider's id (a Stripe PaymentIntent, a payment of
+    our `payment` hook): its latest state, whatever order its events arrive in, and the card
+    it landed on, so its later events (a refund) follow it there."""
+
+    __tablename__ = "payments"
+    __table_args__ = (Index("ix_payments_order_ref", "order_ref"),)
+
+    source_id: Mapped[int] = mapped_column(
+        ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True
+    )
+    payment_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # pending < failed < succeeded < partially_refunded < refunded; None: no event applied yet.
+    status: Mapped[str | None] = mapped_column(String(32), default=None)
+    status_rank: Mapped[int] = mapped_column(Integer, default=-1)
+    # The event that set the status (its history key), its time and why (failure, refund).
+    status_event: Mapped[str | None] = mapped_column(String(200), default=None)
+    status_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # Minor units (cents; yen; fils), exactly as the provider sent them, and ISO 4217.
+    amount: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+    currency: Mapped[str | None] = mapped_column(String(3), default=None)
+    order_ref: Mapped[str | None] = mapped_column(String(200), default=None)
+    card_id: Mapped[int | None] = mapped_column(
+        ForeignKey("cards.id", ondelete="SET NULL"), default=None, index=True
+    )
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -568,12 +568,35 @@ class TwilioMessagingSourceIn(BaseModel):
     default_region: Region | None = None
 
 
+class StripeSourceIn(BaseModel):
+    """A Stripe webhook endpoint (payments of orders), signed with its signing secret."""
+
+    kind: Literal["stripe"]
+    name: str = Field(min_length=1, max_length=200)
+    signing_secret: str = Field(
+        pattern=r"^whsec_[A-Za-z0-9_+/=-]{1,200}$",
+        description="the endpoint's signing secret, whsec_... (never shown again)",
+    )
+    default_region: Region | None = None
+
+
+class PaymentSourceIn(BaseModel):
+    """Any other payment system: our own payment JSON, signed like the call-log app's
+    (secret shown once)."""
+
+    kind: Literal["payment"]
+    name: str = Field(min_length=1, max_length=200)
+    default_region: Region | None = None
+
+
 SourceIn = Annotated[
     CallLogSourceIn
     | TwilioVoiceSourceIn
     | WidgetSourceIn
     | WhatsAppSourceIn
-    | TwilioMessagingSourceIn,
+    | TwilioMessagingSourceIn
+    | StripeSourceIn
+    | PaymentSourceIn,
     Field(discriminator="kind"),
 ]
 

@@ -35,6 +35,8 @@ from ingest.chat.processing import place_chat
 from ingest.errors import RejectedInput, StoreUnavailable
 from ingest.mailbox import mailboxes
 from ingest.mailbox.addresses import encode_archive_address, hash_archive_token, new_archive_token
+from ingest.payments import webhook as payments_hook
+from ingest.payments.processing import place_payment
 from ingest.runtime import Runtime
 from ingest.signatures import BadSignature
 
@@ -392,6 +394,32 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         code = 200 if accepted.kind == "whatsapp" else 202
         return JSONResponse(accepted.answer.model_dump(mode="json"), status_code=code)
 
+    @app.post(
+        "/hooks/payments/{source_id}",
+        status_code=202,
+        openapi_extra=payments_hook.OPENAPI,
+        responses={
+            200: {"description": "a `stripe` source's event: stored, or `ignored`"},
+            401: {"description": "bad or missing signature; nothing stored"},
+        },
+    )
+    async def payments(request: Request, source_id: int) -> Response:
+        """Payments of orders from a `stripe` source (Stripe's events, `Stripe-Signature`;
+        answered 200) or a `payment` source (our JSON, signed like the call-log hook;
+        answered 202). Each event is stored before the answer."""
+        accepted = await run_in_threadpool(
+            payments_hook.accept,
+            sessions,
+            runtime.sealer,
+            await hook_request(request, source_id),
+            clock(),
+            settings.default_region,
+        )
+        await run_in_threadpool(enqueue_all, payments_hook.CHANNEL, accepted.answer.ids)
+        return JSONResponse(
+            accepted.answer.model_dump(mode="json"), status_code=accepted.status_code
+        )
+
     def enqueue_all(channel: str, ids: list[int]) -> None:
         inbound.hand_over(runtime.pipeline.enqueue, channel, ids)
 
@@ -407,6 +435,7 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
     unmatched_places: dict[str, placement.Place] = {
         "call": lambda session, item, now, card: place_call(session, item, now, card, region),
         "chat": lambda session, item, now, card: place_chat(session, item, now, card, region),
+        "payment": lambda session, item, now, card: place_payment(session, item, now, card, region),
     }
 
     @app.post("/api/unmatched/{item_id}/attach", dependencies=admin)

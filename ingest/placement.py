@@ -1,5 +1,5 @@
 """Processing step shared by the inputs that land on a contact's card (calls, chat
-messages): claim the inbound item, place it with its channel's function, finish the item
+messages, payments): claim the inbound item, place it with its channel's function, finish the item
 as processed, rejected (with the reason) or unmatched; and attach an unmatched one later.
 """
 

@@ -18,6 +18,7 @@ from ingest.calllog.processing import process_call
 from ingest.chat.processing import process_chat
 from ingest.embedded import EmbeddedRedis
 from ingest.mailbox.processing import AttachmentLimits, LoopLimit, process_email
+from ingest.payments.processing import process_payment
 from ingest.sealing import Sealer, SealingError, key_file
 from ingest.settings import Settings
 from worker import Pipeline, build_broker, declare_actors
@@ -66,6 +67,7 @@ def build_runtime(settings: Settings) -> Runtime:
             "email": functools.partial(process_email, limits=limits, loops=loops),
             "call": functools.partial(process_call, default_region=settings.default_region),
             "chat": functools.partial(process_chat, default_region=settings.default_region),
+            "payment": functools.partial(process_payment, default_region=settings.default_region),
         },
     )
     return Runtime(settings, engine, sessions, pipeline, embedded, sealer)

@@ -70,3 +70,37 @@ def check_hub(app_secret: str, body: bytes, signature: str | None) -> None:
     expected = hub_signature(app_secret, body)
     if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
         raise BadSignature("X-Hub-Signature-256 does not match the body and the app secret")
+
+
+def stripe_signature(signing_secret: str, timestamp: str, body: bytes) -> str:
+    """Stripe's scheme: hex HMAC-SHA256 of `timestamp + "." + body`, keyed with the
+    endpoint's whole signing secret (`whsec_...`, used as given, as Stripe's libraries do)."""
+    mac = hmac.new(signing_secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return mac.hexdigest()
+
+
+def check_stripe(signing_secret: str, header: str | None, body: bytes, now: datetime) -> None:
+    """`Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>...][,v0=...]`: `t` within 5 minutes of
+    `now` (either way), and any `v1` matching (Stripe sends one per live secret while a
+    secret is rolled); other schemes (`v0`) are not signatures we trust."""
+    if not header:
+        raise BadSignature("the Stripe-Signature header is required")
+    timestamp: str | None = None
+    candidates: list[str] = []
+    for item in header.split(","):
+        name, _, value = item.strip().partition("=")
+        if name == "t" and timestamp is None:
+            timestamp = value.strip()
+        elif name == "v1":
+            candidates.append(value.strip())
+    if not timestamp or not candidates:
+        raise BadSignature("Stripe-Signature needs t= and at least one v1=")
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        raise BadSignature("Stripe-Signature: t must be Unix seconds")
+    if abs(now.timestamp() - int(timestamp)) > TOLERANCE_SECONDS:
+        raise BadSignature(f"Stripe-Signature: t is more than {TOLERANCE_SECONDS} s from our clock")
+    expected = stripe_signature(signing_secret, timestamp, body).encode()
+    # Every candidate is compared (no early exit), each in constant time.
+    matches = [hmac.compare_digest(expected, c.encode()) for c in candidates]
+    if not any(matches):
+        raise BadSignature("no v1 of Stripe-Signature matches the body and the signing secret")

@@ -1,9 +1,9 @@
 """Webhook sources: register an integration, seal its secrets, find it when a hook arrives.
 
-`POST /api/sources` lands here; each kind (`calllog`, `twilio_voice`, and the chat kinds
-`widget`, `whatsapp`, `twilio`) says which of its settings are secret. Our own signing
-secrets are generated here and returned once; every secret is stored sealed
-(`ingest.sealing`), never shown again.
+`POST /api/sources` lands here; each kind (`calllog`, `twilio_voice`, the chat kinds
+`widget`, `whatsapp`, `twilio`, the payment kinds `stripe`, `payment`) says which of its
+settings are secret. Our own signing secrets are generated here and returned once; every
+secret is stored sealed (`ingest.sealing`), never shown again.
 """
 
 from __future__ import annotations
@@ -30,14 +30,18 @@ SECRET_SETTINGS = {
     "widget": ("secret",),
     "whatsapp": ("app_secret", "verify_token"),
     "twilio": ("auth_token",),
+    "stripe": ("signing_secret",),
+    "payment": ("secret",),
 }
-GENERATED_SECRET = {"calllog": "secret", "widget": "secret"}
+GENERATED_SECRET = {"calllog": "secret", "widget": "secret", "payment": "secret"}
 HOOK_PATHS = {
     "calllog": "/hooks/calllog/{id}",
     "twilio_voice": "/hooks/calllog/{id}",
     "widget": "/hooks/chat/{id}",
     "whatsapp": "/hooks/chat/{id}",
     "twilio": "/hooks/chat/{id}",
+    "stripe": "/hooks/payments/{id}",
+    "payment": "/hooks/payments/{id}",
 }
 
 

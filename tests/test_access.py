@@ -319,6 +319,7 @@ NOT_BEARER = {
     ("POST", "/hooks/calllog/{source_id}"),
     ("GET", "/hooks/chat/{source_id}"),
     ("POST", "/hooks/chat/{source_id}"),
+    ("POST", "/hooks/payments/{source_id}"),
     ("GET", "/calendar/{user_id}.ics"),
 }
 
