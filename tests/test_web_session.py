@@ -15,8 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
-from crm_core.models import utcnow
+from crm_core.changes import change_marker
+from crm_core.db import read_only, unit_of_work
+from crm_core.models import InboundItem, utcnow
 from ingest.http_app import create_app, make_http_server
 from ingest.runtime import Runtime
 from tests.conftest import API_TOKEN, LoopThread
@@ -239,3 +242,42 @@ def test_opening_a_card_tells_since_when_it_was_unread(
     again = anna.get(f"/api/cards/{card['id']}").json()
     assert again["unread"] is False and again["unread_since"] is None
     anna.close()
+
+
+def test_the_change_marker_moves_with_what_the_page_shows(
+    api: httpx.Client, runtime: Runtime
+) -> None:
+    """What the stream polls (crm_core.changes), step by step: each change the page shows
+    moves it, including an input's status leaving `received` (no history is written when
+    an input is rejected or fails)."""
+
+    def marker() -> tuple[int, ...]:
+        with read_only(runtime.sessions) as session:
+            return change_marker(session)
+
+    seen = [marker()]
+
+    def moved() -> bool:
+        now = marker()
+        changed = now != seen[-1]
+        seen.append(now)
+        return changed
+
+    user_id, _ = user_with_token(api)
+    moved()
+    card = create_card(api, user_id)
+    assert moved()
+    assert not moved()  # nothing happened
+    api.post(f"/api/cards/{card['id']}/notes", json={"text": "called John"})
+    assert moved()
+    api.post(f"/api/cards/{card['id']}/unread")
+    assert moved()
+    api.post(f"/api/cards/{card['id']}/read")
+    assert moved()
+    with unit_of_work(runtime.sessions) as session:
+        item = InboundItem(channel="email", raw=b"x", dedupe_key="k1", recipient="r")
+        session.add(item)
+    assert moved()
+    with unit_of_work(runtime.sessions) as session:
+        session.execute(update(InboundItem).values(status="rejected", reason="not a user"))
+    assert moved()
