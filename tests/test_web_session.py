@@ -22,6 +22,7 @@ from crm_core.db import read_only, unit_of_work
 from crm_core.models import InboundItem, utcnow
 from ingest.http_app import create_app, make_http_server
 from ingest.runtime import Runtime
+from ingest.web.events import ChangeFeed
 from tests.conftest import API_TOKEN, LoopThread
 from tests.helpers import (
     archive_address,
@@ -182,9 +183,10 @@ def test_an_event_arrives_once_a_mail_is_processed(
 
 
 @contextmanager
-def served(runtime: Runtime) -> Iterator[tuple[Any, str, Any]]:
+def served(runtime: Runtime) -> Iterator[tuple[Any, str, Any, ChangeFeed]]:
     """The app on its own uvicorn, for a test that stops the server itself."""
-    server = make_http_server(create_app(runtime, API_TOKEN, clock=utcnow), "127.0.0.1", 0)
+    app = create_app(runtime, API_TOKEN, clock=utcnow)
+    server = make_http_server(app, "127.0.0.1", 0)
     loops = LoopThread()
     task = asyncio.run_coroutine_threadsafe(server.serve(), loops.loop)
     try:
@@ -193,14 +195,14 @@ def served(runtime: Runtime) -> Iterator[tuple[Any, str, Any]]:
                 task.result()
             threading.Event().wait(0.02)
         port = server.servers[0].sockets[0].getsockname()[1]
-        yield server, f"http://127.0.0.1:{port}", task
+        yield server, f"http://127.0.0.1:{port}", task, app.state.web_feed
     finally:
         server.should_exit = True
         loops.close()
 
 
-def test_a_server_shutdown_ends_open_event_streams(runtime: Runtime) -> None:
-    with served(runtime) as (server, url, task):
+def test_streams_end_when_their_client_goes_and_when_the_server_stops(runtime: Runtime) -> None:
+    with served(runtime) as (server, url, task, feed):
         client = httpx.Client(
             base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
         )
@@ -208,6 +210,11 @@ def test_a_server_shutdown_ends_open_event_streams(runtime: Runtime) -> None:
         reader = EventReader(client)
         assert reader.status.get(timeout=30) == 200
         assert reader.next_event() is not None
+        # When another page opens the stream and goes away, its stream ends on the server
+        with client.stream("GET", "/api/events") as other:
+            assert next(other.iter_lines()).startswith("retry:")
+            assert feed.listeners == 2
+        wait_for(lambda: feed.listeners == 1, what="the gone client's stream to end")
         # When the server is asked to stop
         server.should_exit = True
         # Then it stops (uvicorn would wait forever for the open response), and the stream
