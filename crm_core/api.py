@@ -237,7 +237,9 @@ def make_router(
         with reading() as session:
             card = permissions.card_for(session, who, card_id)
             viewer = who.user_id if who.user_id is not None else card.responsible_id
-            shown = schemas.CardOut.of(card, unread.is_unread(session, card.id, viewer))
+            since = unread.unread_since(session, card.id, viewer)
+            shown = schemas.CardOut.of(card, since is not None)
+            shown.unread_since = since
         if shown.unread and who.user_id == shown.responsible_id:
             with writing() as session:
                 unread.mark_read(session, card_id, who.user_id)

@@ -96,6 +96,11 @@ class CardOut(BaseModel):
     responsible_id: int
     outcome: str | None = Field(description="won or lost; null while the card is open")
     unread: bool
+    unread_since: datetime | None = Field(
+        None,
+        description="GET by a viewer it was unread for: since when (history logged from then "
+        "on was new to them), even though opening it just marked it read",
+    )
     focus_at: datetime | None
     focus_reason: str | None
     contacts: list[ContactOut]

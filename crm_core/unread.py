@@ -24,4 +24,11 @@ def mark_read(session: Session, card_id: int, user_id: int) -> None:
 
 
 def is_unread(session: Session, card_id: int, user_id: int) -> bool:
-    return session.get(CardUnread, (card_id, user_id)) is not None
+    return unread_since(session, card_id, user_id) is not None
+
+
+def unread_since(session: Session, card_id: int, user_id: int) -> datetime | None:
+    """Since when the card is unread for the user (history logged from then on is new to
+    them); None if it is read."""
+    row = session.get(CardUnread, (card_id, user_id))
+    return None if row is None else row.since

@@ -9,12 +9,23 @@ import contextlib
 import logging
 import re
 import secrets
+import socket
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Annotated, Any
 
 import uvicorn
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
+from fastapi import (
+    Cookie,
+    Depends,
+    FastAPI,
+    Header,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    status,
+)
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.exc import DataError, SQLAlchemyError
@@ -39,6 +50,7 @@ from ingest.payments import webhook as payments_hook
 from ingest.payments.processing import place_payment
 from ingest.runtime import Runtime
 from ingest.signatures import BadSignature
+from ingest.web import routes as web
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +69,27 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         title="CRM ingest",
         version="0.1.0",
         description="Cards, history, counters, Kanban and inbound status of the CRM ingestion "
-        "worker. Every /api route needs `Authorization: Bearer <token>`; every /hooks route "
+        "worker. Every /api route needs `Authorization: Bearer <token>` (or the web page's "
+        "session cookie, see `POST /ui/session`); every /hooks route "
         "is authenticated by its source's signature instead.",
     )
 
+    def actor_for(token: str, acting: int | None = None) -> Actor | None:
+        """The admin token (acting for `acting`), or a user's own token (acting as them,
+        with their roles); None for anything else."""
+        if not token:
+            return None
+        if secrets.compare_digest(token.encode(), api_token.encode()):
+            if acting is not None:
+                with reading() as session:
+                    if not accounts.user_exists(session, acting):
+                        raise InvalidInput(f"X-Acting-User: no user {acting}")
+            return Actor(acting, admin=True)
+        with reading() as session:
+            return accounts.actor_for_token(session, token)
+
     def authenticated(
+        request: Request,
         authorization: Annotated[str, Header()] = "",
         acting: Annotated[
             int | None,
@@ -70,22 +98,15 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
                 description="with the admin token: the user the request acts for",
             ),
         ] = None,
+        session_cookie: Annotated[
+            str, Cookie(alias=web.COOKIE, description="the web page's session (sign-in)")
+        ] = "",
     ) -> Actor:
-        """The admin token (acting for X-Acting-User), or a user's own token (acting as
-        them, with their roles); 401 for anything else."""
-        scheme, _, token = authorization.partition(" ")
-        token = token.strip()
-        if scheme.lower() == "bearer" and token:
-            if secrets.compare_digest(token.encode(), api_token.encode()):
-                if acting is not None:
-                    with reading() as session:
-                        if not accounts.user_exists(session, acting):
-                            raise InvalidInput(f"X-Acting-User: no user {acting}")
-                return Actor(acting, admin=True)
-            with reading() as session:
-                found = accounts.actor_for_token(session, token)
-            if found is not None:
-                return found
+        """The bearer token, or the web page's session cookie (see `ingest.web.routes`);
+        401 for anything else."""
+        found = actor_for(web.presented_token(request, authorization, session_cookie), acting)
+        if found is not None:
+            return found
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing or wrong bearer token",
@@ -149,6 +170,7 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
 
+    web.mount(app, sessions=sessions, settings=settings, check_token=actor_for, actor=authenticated)
     app.include_router(
         make_router(
             sessions, default_region=settings.default_region, clock=clock, actor=authenticated
@@ -525,6 +547,14 @@ TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 class _HttpServer(uvicorn.Server):
     """uvicorn, minus its own signal handling: the CLI owns SIGINT/SIGTERM for every part."""
 
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        web.end_streams(self.app)  # uvicorn waits for open responses: end the event streams
+        await super().shutdown(sockets)
+
     def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
         return contextlib.nullcontext()
 
@@ -550,4 +580,4 @@ def make_http_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
     config = uvicorn.Config(
         app, host=host, port=port, log_level="info", lifespan="off", log_config=None
     )
-    return _HttpServer(config)
+    return _HttpServer(config, app)

@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     # database. Empty: a key is made once and kept in data_dir/secret.key (mode 0600).
     secret_key: str = ""
 
+    # The web page (/ui/): how long a sign-in lasts (the session cookie's Max-Age), and how
+    # often the live-update stream checks the database for changes to show.
+    ui_session_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 12.0
+    ui_events_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+
     # Region used to read phone numbers written without a country code.
     default_region: str = "FR"
     log_level: str = "INFO"

@@ -1,0 +1,55 @@
+"""A real browser for the web page's end-to-end tests: Playwright (the only module that
+imports it) driving Debian's chromium, headless and with no network of its own (installed
+by `scripts/test`; never `playwright install`, which would download a browser).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from playwright.sync_api import Page, expect, sync_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# Test artefacts (gitignored): what the page looked like, for a person to check.
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+
+__all__ = ["Page", "expect", "open_page", "screenshot"]
+
+
+@contextmanager
+def open_page(base_url: str) -> Iterator[Page]:
+    """A fresh browser page (its own cookies) on the app at `base_url`."""
+    if not CHROMIUM.exists():
+        raise RuntimeError(f"{CHROMIUM} is missing: apt-get install chromium (scripts/test does)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=ARGS
+        )
+        try:
+            context = browser.new_context(
+                base_url=base_url, viewport={"width": 1280, "height": 860}
+            )
+            context.grant_permissions(["clipboard-read", "clipboard-write"])
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            yield page
+            context.close()
+        finally:
+            browser.close()
+
+
+def screenshot(page: Page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

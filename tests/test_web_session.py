@@ -1,0 +1,290 @@
+"""The web page's server side over real HTTP: sign-in with a token sets a session cookie
+that the JSON API accepts, sign-out removes it; the live-update stream (/api/events) sends
+an event once a mail sent over SMTP is processed, and never holds up a server shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from crm_core.changes import change_marker
+from crm_core.db import read_only, unit_of_work
+from crm_core.models import InboundItem, utcnow
+from ingest.http_app import create_app, make_http_server
+from ingest.runtime import Runtime
+from ingest.web.events import ChangeFeed
+from tests.conftest import API_TOKEN, LoopThread
+from tests.helpers import (
+    archive_address,
+    create_card,
+    create_user,
+    history,
+    make_mail,
+    send,
+    wait_for,
+)
+
+UI = {"X-Requested-With": "crm-ui"}
+
+
+def user_with_token(api: httpx.Client, email: str = "anna@example.com") -> tuple[int, str]:
+    user = create_user(api, email, "Anna")
+    issued = api.post(f"/api/users/{user['id']}/tokens", json={"name": "browser"})
+    assert issued.status_code == 201, issued.text
+    return int(user["id"]), str(issued.json()["token"])
+
+
+def browser(api: httpx.Client) -> httpx.Client:
+    """A client like the page: no Authorization header, only what cookies it is given."""
+    return httpx.Client(base_url=str(api.base_url), timeout=30)
+
+
+def test_a_bad_token_does_not_sign_in(api: httpx.Client) -> None:
+    with browser(api) as page:
+        # When the page signs in with a token that is not one
+        answer = page.post("/ui/session", json={"token": "not-a-token"})
+        # Then 401 with a message, and no cookie
+        assert answer.status_code == 401
+        assert "not valid" in answer.json()["detail"]
+        assert "set-cookie" not in answer.headers
+        assert page.get("/ui/session").status_code == 401
+        # An empty token is a bad request, named
+        empty = page.post("/ui/session", json={"token": ""})
+        assert empty.status_code == 422 and "token" in empty.text
+
+
+def test_the_session_cookie_works_for_the_api_until_sign_out(api: httpx.Client) -> None:
+    user_id, token = user_with_token(api)
+    with browser(api) as page:
+        # Given the page signed in with the user's own token
+        signed = page.post("/ui/session", json={"token": token})
+        assert signed.status_code == 200, signed.text
+        assert signed.json() == {"user_id": user_id, "admin": False}
+        cookie = signed.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+        assert "secure" not in cookie  # plain http here; Secure when served over https
+        assert token not in str(page.get("/ui/session").json())
+        # Then the JSON API knows who it is, from the cookie alone
+        assert page.get("/ui/session").json() == {"user_id": user_id, "admin": False}
+        assert page.get(f"/api/users/{user_id}/counters").status_code == 200
+        # and a change made with the cookie needs the page's header (CSRF), with a message
+        card = {
+            "title": "From the page",
+            "entity_type": "deal",
+            "stage": "new",
+            "responsible_id": user_id,
+        }
+        refused = page.post("/api/cards", json=card)
+        assert refused.status_code == 403 and "X-Requested-With" in refused.json()["detail"]
+        assert api.get("/api/kanban").json()["cards"] == []
+        assert page.post("/api/cards", json=card, headers=UI).status_code == 201
+        # When the page signs out
+        out = page.delete("/ui/session", headers=UI)
+        assert out.status_code == 204
+        # Then the cookie is gone and the API answers 401
+        assert not page.cookies
+        assert page.get(f"/api/users/{user_id}/counters").status_code == 401
+        assert page.get("/ui/session").status_code == 401
+
+
+def test_the_admin_token_signs_in_as_admin_and_a_revoked_token_ends_the_session(
+    api: httpx.Client,
+) -> None:
+    user_id, token = user_with_token(api)
+    with browser(api) as admin_page, browser(api) as page:
+        assert admin_page.post("/ui/session", json={"token": API_TOKEN}).json() == {
+            "user_id": None,
+            "admin": True,
+        }
+        assert admin_page.get("/api/inbound").status_code == 200
+        # The page of an administrator acts for a user with X-Acting-User, as the API does
+        acting = admin_page.get("/ui/session", headers={"X-Acting-User": str(user_id)})
+        assert acting.json() == {"user_id": user_id, "admin": True}
+        # A user's session ends when their token is revoked (the cookie holds the token)
+        assert page.post("/ui/session", json={"token": token}).status_code == 200
+        tokens = api.get(f"/api/users/{user_id}/tokens").json()["items"]
+        api.delete(f"/api/users/{user_id}/tokens/{tokens[0]['id']}")
+        assert page.get(f"/api/users/{user_id}/counters").status_code == 401
+
+
+class EventReader:
+    """Reads a text/event-stream in a thread; `next_event` waits (generously) for one."""
+
+    def __init__(self, client: httpx.Client, path: str = "/api/events") -> None:
+        self.events: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        self.status: queue.Queue[int] = queue.Queue()
+        self._client = client
+        self._path = path
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            with self._client.stream("GET", self._path) as response:
+                self.status.put(response.status_code)
+                name, data = "message", ""
+                for line in response.iter_lines():
+                    if line.startswith("event:"):
+                        name = line.partition(":")[2].strip()
+                    elif line.startswith("data:"):
+                        data = line.partition(":")[2].strip()
+                    elif line == "" and data:
+                        self.events.put((name, data))
+                        name, data = "message", ""
+        except httpx.HTTPError:
+            pass
+        finally:
+            self.events.put(None)  # the stream ended
+
+    def next_event(self, timeout: float = 30.0) -> tuple[str, str] | None:
+        return self.events.get(timeout=timeout)
+
+    def join(self, timeout: float = 30.0) -> None:
+        self._thread.join(timeout)
+
+
+def test_the_event_stream_needs_a_token(api: httpx.Client) -> None:
+    with browser(api) as page:
+        assert page.get("/api/events").status_code == 401
+
+
+@pytest.mark.usefixtures("worker")
+def test_an_event_arrives_once_a_mail_is_processed(
+    api: httpx.Client, smtp_server: tuple[str, int]
+) -> None:
+    # Given a card with its archive address, and a page signed in with the event stream open
+    user_id, token = user_with_token(api)
+    card = create_card(api, user_id)
+    address = archive_address(api, card["id"])
+    with browser(api) as page:
+        assert page.post("/ui/session", json={"token": token}).status_code == 200
+        reader = EventReader(page)
+        assert reader.status.get(timeout=30) == 200
+        # the first event comes at once: the page fetches what it shows
+        started = reader.next_event()
+        assert started is not None and started[0] == "change"
+        # When a mail is forwarded to the card over SMTP
+        send(smtp_server, make_mail("anna@example.com", address), address, "anna@example.com")
+        # Then the next event comes after it is processed: the card's history has it
+        first = reader.next_event(timeout=60)
+        assert first is not None and first[0] == "change"
+        assert [e["type"] for e in history(api, card["id"])] == ["email"]
+        assert api.get(f"/api/users/{user_id}/counters").json()["incoming"] == 1
+
+
+@contextmanager
+def served(runtime: Runtime) -> Iterator[tuple[Any, str, Any, ChangeFeed]]:
+    """The app on its own uvicorn, for a test that stops the server itself."""
+    app = create_app(runtime, API_TOKEN, clock=utcnow)
+    server = make_http_server(app, "127.0.0.1", 0)
+    loops = LoopThread()
+    task = asyncio.run_coroutine_threadsafe(server.serve(), loops.loop)
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            threading.Event().wait(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield server, f"http://127.0.0.1:{port}", task, app.state.web_feed
+    finally:
+        server.should_exit = True
+        loops.close()
+
+
+def test_streams_end_when_their_client_goes_and_when_the_server_stops(runtime: Runtime) -> None:
+    with served(runtime) as (server, url, task, feed):
+        client = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
+        )
+        # Given a page listening to the event stream
+        reader = EventReader(client)
+        assert reader.status.get(timeout=30) == 200
+        assert reader.next_event() is not None
+        # When another page opens the stream and goes away, its stream ends on the server
+        with client.stream("GET", "/api/events") as other:
+            assert next(other.iter_lines()).startswith("retry:")
+            assert feed.listeners == 2
+        wait_for(lambda: feed.listeners == 1, what="the gone client's stream to end")
+        # When the server is asked to stop
+        server.should_exit = True
+        # Then it stops (uvicorn would wait forever for the open response), and the stream
+        # ends on the client's side
+        task.result(timeout=30)
+        while reader.next_event() is not None:
+            pass
+        reader.join()
+        client.close()
+
+
+@pytest.mark.usefixtures("worker")
+def test_opening_a_card_tells_since_when_it_was_unread(
+    api: httpx.Client, smtp_server: tuple[str, int]
+) -> None:
+    # Given a mail on Anna's card, unread for her
+    user_id, token = user_with_token(api)
+    card = create_card(api, user_id)
+    address = archive_address(api, card["id"])
+    send(smtp_server, make_mail("anna@example.com", address), address, "anna@example.com")
+    [entry] = wait_for(lambda: history(api, card["id"]), what="the mail on the card")
+    anna = httpx.Client(
+        base_url=str(api.base_url), headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+    # When Anna opens the card
+    opened = anna.get(f"/api/cards/{card['id']}").json()
+    # Then it is read now, and the page learns which history was new to her
+    assert opened["unread"] is False
+    assert opened["unread_since"] is not None
+    since = datetime.fromisoformat(opened["unread_since"])
+    assert since <= datetime.fromisoformat(entry["logged_at"])
+    again = anna.get(f"/api/cards/{card['id']}").json()
+    assert again["unread"] is False and again["unread_since"] is None
+    anna.close()
+
+
+def test_the_change_marker_moves_with_what_the_page_shows(
+    api: httpx.Client, runtime: Runtime
+) -> None:
+    """What the stream polls (crm_core.changes), step by step: each change the page shows
+    moves it, including an input's status leaving `received` (no history is written when
+    an input is rejected or fails)."""
+
+    def marker() -> tuple[int, ...]:
+        with read_only(runtime.sessions) as session:
+            return change_marker(session)
+
+    seen = [marker()]
+
+    def moved() -> bool:
+        now = marker()
+        changed = now != seen[-1]
+        seen.append(now)
+        return changed
+
+    user_id, _ = user_with_token(api)
+    moved()
+    card = create_card(api, user_id)
+    assert moved()
+    assert not moved()  # nothing happened
+    api.post(f"/api/cards/{card['id']}/notes", json={"text": "called John"})
+    assert moved()
+    api.post(f"/api/cards/{card['id']}/unread")
+    assert moved()
+    api.post(f"/api/cards/{card['id']}/read")
+    assert moved()
+    with unit_of_work(runtime.sessions) as session:
+        item = InboundItem(channel="email", raw=b"x", dedupe_key="k1", recipient="r")
+        session.add(item)
+    assert moved()
+    with unit_of_work(runtime.sessions) as session:
+        session.execute(update(InboundItem).values(status="rejected", reason="not a user"))
+    assert moved()
