@@ -78,6 +78,7 @@ class Load:
         self.pace = pace_seconds
         self.record = Record()
         self._next = dict.fromkeys(CHANNELS, 0)
+        self._numbering = threading.Lock()
         self._stop = threading.Event()
         self._http = httpx.Client(base_url=targets.api, timeout=30)
         self._mails: dict[str, tuple[str, bytes]] = {}  # being retried: the same bytes
@@ -104,8 +105,7 @@ class Load:
 
     def _loop(self, channel: str, send_one: Callable[[str, int], str | None]) -> None:
         while not self._stop.is_set():
-            n = self._next[channel]
-            self._next[channel] += 1
+            n = self._number(channel, 1)
             ident = f"{channel}-{n:06d}"
             while True:
                 try:
@@ -127,6 +127,36 @@ class Load:
                     return
             self._stop.wait(self.pace)
 
+    def _number(self, channel: str, count: int) -> int:
+        with self._numbering:
+            first = self._next[channel]
+            self._next[channel] += count
+            return first
+
+    def burst(self, count: int) -> None:
+        """`count` calls in one signed request (a phone system syncing its log), retried
+        until accepted: that many inputs queued at once."""
+        first = self._number("call", count)
+        calls = [self._call_of(f"call-{n:06d}", n) for n in range(first, first + count)]
+        path = f"/hooks/calllog/{self.targets.call_hook[0]}"
+        while True:
+            try:
+                response = self._signed(path, {"calls": calls}, "call")
+                answer = response.json() if response.status_code == 202 else {}
+                stored = answer.get("accepted") == count and not answer["rejected"]
+                refused = None if stored else f"HTTP {response.status_code} {response.text}"
+            except httpx.HTTPError as exc:
+                refused = f"{type(exc).__name__}: {exc}"
+            with self.record.lock:
+                if refused is None:
+                    now = time.monotonic()
+                    self.record.accepted["call"].update({str(c["call_id"]): now for c in calls})
+                    return
+                self.record.refusals.append(
+                    Refusal(time.monotonic(), "call", f"burst of {count}", refused[:300])
+                )
+            time.sleep(0.3)
+
     # One input per channel; None when accepted, else the refusal as the sender saw it.
 
     def _mail(self, ident: str, n: int) -> str | None:
@@ -141,7 +171,17 @@ class Load:
         return None
 
     def _call(self, ident: str, n: int) -> str | None:
-        call = {
+        call = self._call_of(ident, n)
+        response = self._signed(f"/hooks/calllog/{self.targets.call_hook[0]}", call, "call")
+        if response.status_code != 202:
+            return f"HTTP {response.status_code} {response.text}"
+        answer = response.json()
+        if answer["accepted"] != 1 or answer["rejected"]:
+            return f"HTTP 202 but not stored: {response.text}"
+        return None
+
+    def _call_of(self, ident: str, n: int) -> dict[str, object]:
+        return {
             "call_id": ident,
             "employee": self.targets.sender,
             "number": self.targets.phones[n % len(self.targets.phones)],
@@ -150,13 +190,6 @@ class Load:
             "started_at": "2026-11-22T10:15:00+01:00",
             "duration_seconds": 0 if n % 2 else 30 + n % 90,
         }
-        response = self._signed(f"/hooks/calllog/{self.targets.call_hook[0]}", call, "call")
-        if response.status_code != 202:
-            return f"HTTP {response.status_code} {response.text}"
-        answer = response.json()
-        if answer["accepted"] != 1 or answer["rejected"]:
-            return f"HTTP 202 but not stored: {response.text}"
-        return None
 
     def _chat(self, ident: str, n: int) -> str | None:
         email = self.targets.chat_emails[n % len(self.targets.chat_emails)]

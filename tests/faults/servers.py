@@ -5,6 +5,7 @@ share), and the `crm-ingest` processes of one deployment, each of which can be k
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -28,6 +29,13 @@ def listening(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         return True
     return False
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it if the test process dies (Linux prctl), so an
+    interrupted run leaves no server or worker behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _binary(name: str) -> str:
@@ -115,6 +123,7 @@ class RedisServer:
                 "--save", "", "--appendonly", "no", "--loglevel", "warning",
             ],
             stdout=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )  # fmt: skip
         wait_for(self.answers, timeout=30, what=f"redis-server on port {self.port}")
 
@@ -139,10 +148,12 @@ class RedisServer:
 
 
 class Deployment:
-    """`crm-ingest` processes sharing one database and one broker, started by name."""
+    """`crm-ingest` processes sharing one database and one broker, started by name; each
+    writes its log to `logs/<name>.log`."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
         self.env = {**os.environ, **env}
+        self.logs = logs
         self.running: dict[str, subprocess.Popen[bytes]] = {}
         self._count = 0
 
@@ -156,10 +167,23 @@ class Deployment:
         """Start `crm-ingest <command>`; return its name (e.g. "worker-3")."""
         self._count += 1
         name = f"{command}-{self._count}"
-        self.running[name] = subprocess.Popen(
-            [sys.executable, "-m", "ingest.cli", command], env=self.env
-        )
+        with (self.logs / f"{name}.log").open("wb") as log:
+            self.running[name] = subprocess.Popen(
+                [sys.executable, "-m", "ingest.cli", command],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
         return name
+
+    def log_lines(self, command: str, containing: str) -> int:
+        """Lines containing `containing` in the logs of every `command` process so far."""
+        return sum(
+            line.count(containing)
+            for path in self.logs.glob(f"{command}-*.log")
+            for line in path.read_text(errors="replace").splitlines()
+        )
 
     def kill(self, name: str) -> None:
         """kill -9: no shutdown of any kind (its prefetched messages stay unacknowledged)."""
