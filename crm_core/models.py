@@ -268,6 +268,9 @@ class InboundItem(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # How many times the sweeper sent it to the broker again (the broker lost it, a worker
+    # died with it, or it waited in a queue longer than the sweep delay).
+    resends: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Who sent it, as processing read it (an e-mail's From address): the loop limit counts by it.
     sender: Mapped[str | None] = mapped_column(String(320), default=None)
     # Kept past the retention period whatever its status (also when its card is on hold).

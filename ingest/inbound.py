@@ -377,11 +377,18 @@ def recent_from(session: Session, item: InboundItem, sender: str, since: datetim
     )
 
 
-def due_for_sweep(
-    sessions: sessionmaker[Session], enqueued_before: datetime, limit: int = 500
-) -> list[tuple[int, str]]:
-    """Mark up to `limit` waiting items as enqueued now and return their (id, channel)."""
+def resend_waiting(
+    sessions: sessionmaker[Session],
+    enqueued_before: datetime,
+    enqueue: Callable[[str, int], None],
+    limit: int = 500,
+) -> int:
+    """Send again up to `limit` waiting items last enqueued before `enqueued_before`; return
+    how many were sent. Each one sent gets enqueued_at = now and resends + 1, in the same
+    transaction; if the broker fails, the ones not sent are left as they were (they are due
+    again at the next sweep) and the error is raised."""
     now = utcnow()
+    sent: list[int] = []
     with unit_of_work(sessions) as session:
         rows = session.execute(
             select(InboundItem.id, InboundItem.channel)
@@ -393,12 +400,18 @@ def due_for_sweep(
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).all()
-        ids = [row.id for row in rows]
-        if ids:
-            session.execute(
-                update(InboundItem).where(InboundItem.id.in_(ids)).values(enqueued_at=now)
-            )
-    return [(row.id, row.channel) for row in rows]
+        try:
+            for row in rows:
+                enqueue(row.channel, row.id)
+                sent.append(row.id)
+        finally:
+            if sent:
+                session.execute(
+                    update(InboundItem)
+                    .where(InboundItem.id.in_(sent))
+                    .values(enqueued_at=now, resends=InboundItem.resends + 1)
+                )
+    return len(sent)
 
 
 def list_items(

@@ -26,12 +26,10 @@ Enqueue = Callable[[str, int], None]
 
 def sweep_once(sessions: sessionmaker[Session], enqueue: Enqueue, older_than: timedelta) -> int:
     """Re-send waiting items last enqueued before now - `older_than`; return how many."""
-    due = inbound.due_for_sweep(sessions, utcnow() - older_than)
-    for item_id, channel in due:
-        enqueue(channel, item_id)
-    if due:
-        log.info("sweeper re-sent %d waiting inbound items", len(due))
-    return len(due)
+    sent = inbound.resend_waiting(sessions, utcnow() - older_than, enqueue)
+    if sent:
+        log.info("sweeper re-sent %d waiting inbound items", sent)
+    return sent
 
 
 def focus_due(sessions: sessionmaker[Session], now: datetime) -> int:

@@ -1,4 +1,4 @@
-"""Inbound lifecycle: loop counting by sender, retention of raw inputs, legal hold.
+"""Inbound lifecycle: loop counting by sender, retention of raw inputs, legal hold, resends.
 
 Revision ID: 0009
 Revises: 0008
@@ -23,6 +23,7 @@ def upgrade() -> None:
             sa.Column("legal_hold", sa.Boolean(), server_default=sa.false(), nullable=False)
         )
         batch.add_column(sa.Column("purged_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("resends", sa.Integer(), server_default="0", nullable=False))
     op.create_index(
         "ix_inbound_items_loop", "inbound_items", ["recipient", "sender", "received_at"]
     )
@@ -39,6 +40,7 @@ def downgrade() -> None:
     op.drop_index("ix_inbound_items_status_finished", table_name="inbound_items")
     op.drop_index("ix_inbound_items_loop", table_name="inbound_items")
     with op.batch_alter_table("inbound_items") as batch:
+        batch.drop_column("resends")
         batch.drop_column("purged_at")
         batch.drop_column("legal_hold")
         batch.drop_column("sender")
