@@ -201,7 +201,8 @@ def _card_of(
         of_order = session.scalar(
             select(Payment.card_id)
             .join(Card, Card.id == Payment.card_id)
-            .where(Payment.order_ref == event.order_ref[:200])
+            # Order numbers of two payment systems may collide: one source's orders only.
+            .where(Payment.order_ref == event.order_ref[:200], Payment.source_id == event.source_id)
             .order_by(Payment.updated_at.desc())
             .limit(1)
         )

@@ -28,7 +28,6 @@ STRIPE_EVENTS = (
 )
 MAX_AMOUNT = 2**63 - 1  # what a BigInteger holds
 CARD_REF = re.compile(r"^(?:card[-_])?([0-9]{1,10})$", re.IGNORECASE)
-PREFIXED_CARD_REF = re.compile(r"^card[-_]([0-9]{1,10})$", re.IGNORECASE)
 
 
 # --- our own payment JSON ----------------------------------------------------------------
@@ -147,6 +146,7 @@ class StripePaymentIntent(_Loose):
     id: str = Field(pattern=r"^pi_[A-Za-z0-9_]{1,200}$")
     object: Literal["payment_intent"]
     amount: StrictInt = Field(ge=0, le=MAX_AMOUNT)
+    amount_received: StrictInt | None = Field(None, ge=0, le=MAX_AMOUNT)
     currency: str = Field(pattern=CURRENCY)
     metadata: Metadata = Field(default_factory=dict)
     receipt_email: str | None = Field(None, max_length=320)
@@ -243,7 +243,8 @@ def stripe_payment(source_id: int, raw: bytes, region: str) -> PaymentEvent | No
             payment_id=intent.id,
             status="failed" if failed else "succeeded",
             event_key=f"failed:{event.id}" if failed else "succeeded",
-            amount=intent.amount,
+            # What was received (a manual or partial capture takes less than authorised).
+            amount=intent.amount if failed else (intent.amount_received or intent.amount),
             currency=intent.currency,
             reason=_failure(error) if failed else None,
             payer=payer,
@@ -260,11 +261,11 @@ def stripe_payment(source_id: int, raw: bytes, region: str) -> PaymentEvent | No
         if not details.email:
             details = details.model_copy(update={"email": session.customer_email})
         metadata = dict(session.metadata)
-        reference = session.client_reference_id
-        if reference and "card_id" not in metadata and "order_ref" not in metadata:
-            # Ours when the CRM made the session ("card-42"); else the shop's order number.
-            match = PREFIXED_CARD_REF.match(reference.strip())
-            metadata["card_id" if match else "order_ref"] = reference.strip()
+        # client_reference_id comes from the page's URL, which the payer can edit (Payment
+        # Links, pricing tables): kept on the entry, never used to choose a card. The
+        # session's metadata is set by the merchant's server, with its secret key.
+        if session.client_reference_id:
+            common["details"]["client_reference_id"] = session.client_reference_id[:200]
         common["details"]["checkout_session"] = session.id
         return _event(
             common,
