@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import TimeLimitExceeded as TimeLimitExceeded
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest import inbound, logs
@@ -83,8 +85,10 @@ def declare_actors(
     sessions: sessionmaker[Session],
     max_attempts: int,
     processors: dict[str, Processor] | None = None,
+    lease: timedelta = timedelta(0),
 ) -> Pipeline:
-    """Bind one actor per channel to `broker`; they read and write through `sessions`."""
+    """Bind one actor per channel to `broker`; they read and write through `sessions`.
+    `lease`: how long a started attempt keeps its item from the sweeper (see begin_attempt)."""
     actors: dict[str, Any] = {}
     for channel, processor in (processors or PROCESSORS).items():
         actors[channel] = dramatiq.actor(
@@ -99,19 +103,20 @@ def declare_actors(
             # A bound on one attempt (parsing hostile input included): past it the attempt
             # is interrupted, counted as failed, and retried or parked like any error of ours.
             time_limit=TIME_LIMIT_MS,
-        )(_guarded(processor, sessions, max_attempts))
+        )(_guarded(processor, sessions, max_attempts, lease))
     return Pipeline(broker=broker, actors=actors)
 
 
 def _guarded(
-    processor: Processor, sessions: sessionmaker[Session], max_attempts: int
+    processor: Processor, sessions: sessionmaker[Session], max_attempts: int, lease: timedelta
 ) -> Callable[[int], None]:
     def run(inbound_id: int) -> None:
-        if not inbound.begin_attempt(sessions, inbound_id, max_attempts):
+        if not inbound.begin_attempt(sessions, inbound_id, max_attempts, lease):
             return  # done already (a duplicate delivery), or parked: its attempts are spent
         try:
             processor(sessions, inbound_id)
-        except Exception as exc:
+        # TimeLimitExceeded is a BaseException: named, so a timed-out attempt is recorded too.
+        except (Exception, TimeLimitExceeded) as exc:
             error = f"{type(exc).__name__}: {exc}"
             if inbound.record_failure(sessions, inbound_id, error, max_attempts):
                 return

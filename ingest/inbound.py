@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, or_, select, update
@@ -232,7 +232,12 @@ def finish(item: InboundItem, status: InboundStatus, reason: str | None = None) 
     item.finished_at = utcnow()
 
 
-def begin_attempt(sessions: sessionmaker[Session], item_id: int, max_attempts: int) -> bool:
+def begin_attempt(
+    sessions: sessionmaker[Session],
+    item_id: int,
+    max_attempts: int,
+    lease: timedelta = timedelta(0),
+) -> bool:
     """Count an attempt before it starts; False if the item is not waiting any more.
 
     Counting at the start, in a commit of its own, is what bounds an input that kills its
@@ -251,8 +256,10 @@ def begin_attempt(sessions: sessionmaker[Session], item_id: int, max_attempts: i
             log.error("inbound item %s failed for good: %s", item_id, died)
             return False
         item.attempts += 1
-        # This attempt has it now: not the sweeper's to re-send before sweep_after.
-        item.enqueued_at = utcnow()
+        # A lease: this attempt has it until its time limit has passed (an attempt is
+        # interrupted then); only after that plus sweep_after does the sweeper send it again,
+        # so a slow attempt is never doubled by a re-send. record_failure ends the lease.
+        item.enqueued_at = utcnow() + lease
         return True
 
 
@@ -384,11 +391,9 @@ def resend_waiting(
     limit: int = 500,
 ) -> int:
     """Send again up to `limit` waiting items last enqueued before `enqueued_before`; return
-    how many were sent. Each one sent gets enqueued_at = now and resends + 1, in the same
-    transaction; if the broker fails, the ones not sent are left as they were (they are due
-    again at the next sweep) and the error is raised."""
+    how many the broker took (each counted in `resends`). No row lock is held while the
+    broker is called; if it fails, the items not sent stay due and the error is raised."""
     now = utcnow()
-    sent: list[int] = []
     with unit_of_work(sessions) as session:
         rows = session.execute(
             select(InboundItem.id, InboundItem.channel)
@@ -400,16 +405,31 @@ def resend_waiting(
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).all()
-        try:
-            for row in rows:
-                enqueue(row.channel, row.id)
-                sent.append(row.id)
-        finally:
+        if rows:  # this round's: another sweeper does not take them too
+            session.execute(
+                update(InboundItem)
+                .where(InboundItem.id.in_([row.id for row in rows]))
+                .values(enqueued_at=now)
+            )
+    sent: list[int] = []
+    try:
+        for row in rows:
+            enqueue(row.channel, row.id)
+            sent.append(row.id)
+    finally:
+        with unit_of_work(sessions) as session:
             if sent:
                 session.execute(
                     update(InboundItem)
                     .where(InboundItem.id.in_(sent))
-                    .values(enqueued_at=now, resends=InboundItem.resends + 1)
+                    .values(resends=InboundItem.resends + 1)
+                )
+            unsent = [row.id for row in rows[len(sent) :]]
+            if unsent:  # due again at the next sweep
+                session.execute(
+                    update(InboundItem)
+                    .where(InboundItem.id.in_(unsent), InboundItem.enqueued_at == now)
+                    .values(enqueued_at=enqueued_before - timedelta(microseconds=1))
                 )
     return len(sent)
 

@@ -63,6 +63,7 @@ def build_runtime(settings: Settings) -> Runtime:
         broker,
         sessions,
         settings.max_attempts,
+        lease=timedelta(seconds=settings.attempt_lease_seconds),
         processors={
             "email": functools.partial(process_email, limits=limits, loops=loops),
             "call": functools.partial(process_call, default_region=settings.default_region),

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     # Also the clock of time-driven focus, which must fire within a minute: at most 60 s.
     sweep_interval_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
     sweep_after_seconds: Annotated[float, Field(ge=0)] = 30.0
+    # A started attempt keeps its item from the sweeper this long more (a lease), so a slow
+    # attempt is not run twice at once. A worker killed mid-attempt: its item is sent again
+    # within attempt_lease + sweep_after + sweep_interval (65 s by default).
+    attempt_lease_seconds: Annotated[float, Field(ge=0, le=120)] = 30.0
 
     # Loop limit: more mails than this from one sender to one archive address within the
     # window are held (status "held", with the reason) instead of processed.

@@ -142,6 +142,7 @@ def settings(
         max_attempts=3,
         sweep_after_seconds=0.5,
         sweep_interval_seconds=0.2,
+        attempt_lease_seconds=0.0,
         dns_servers=test_dns.address,
         dns_timeout_seconds=2.0,
         **(marker.kwargs if marker else {}),

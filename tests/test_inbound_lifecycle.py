@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import update
 
+import worker as worker_module
 from crm_core.db import unit_of_work
 from crm_core.models import InboundItem, utcnow
 from ingest import inbound, sweeper
@@ -238,3 +240,63 @@ def test_retention_deletes_finished_raw_inputs_but_keeps_failed_held_and_legal_h
     # Lifting the card's hold lets its input go at the next run.
     api.put(f"/api/cards/{kept_card['id']}/legal-hold", json={"hold": False}).raise_for_status()
     assert sweeper.purge_expired(runtime.sessions, timedelta(days=90), later) == 1
+
+
+def _waiting_item(runtime: Runtime, key: str) -> int:
+    [item_id] = inbound.store(
+        runtime.sessions,
+        [inbound.NewInput(channel="email", raw=b"x", dedupe_key=key, recipient="r")],
+    )
+    return item_id
+
+
+def test_a_started_attempt_holds_its_item_from_the_sweeper_for_its_lease(
+    runtime: Runtime,
+) -> None:
+    item_id = _waiting_item(runtime, "lease")
+    sent: list[int] = []
+    enqueue = lambda _channel, item: sent.append(item)  # noqa: E731
+    assert inbound.begin_attempt(runtime.sessions, item_id, 5, lease=timedelta(seconds=60))
+    # 30 s on, the attempt may still run: not sent again; past its lease it is.
+    soon = utcnow() + timedelta(seconds=30)
+    assert inbound.resend_waiting(runtime.sessions, soon, enqueue) == 0
+    later = utcnow() + timedelta(seconds=61)
+    assert inbound.resend_waiting(runtime.sessions, later, enqueue) == 1
+    assert sent == [item_id]
+
+
+def test_a_broker_failing_midway_keeps_what_it_took_and_leaves_the_rest_due(
+    runtime: Runtime,
+) -> None:
+    first, second = _waiting_item(runtime, "a"), _waiting_item(runtime, "b")
+    taken: list[int] = []
+
+    def flaky(_channel: str, item_id: int) -> None:
+        if item_id == second:
+            raise ConnectionError("broker gone")
+        taken.append(item_id)
+
+    due = utcnow()  # both stored before: due
+    with pytest.raises(ConnectionError):
+        inbound.resend_waiting(runtime.sessions, due, flaky)
+    took, refused = inbound.load(runtime.sessions, first), inbound.load(runtime.sessions, second)
+    assert took is not None and took.resends == 1
+    assert refused is not None and refused.resends == 0
+    # The one not sent is due again at once; the one sent waits for the next sweep delay.
+    again = inbound.resend_waiting(runtime.sessions, due, lambda _c, i: taken.append(i))
+    assert again == 1
+    assert taken == [first, second]
+
+
+def test_an_attempt_past_its_time_limit_is_recorded_as_a_failure(runtime: Runtime) -> None:
+    item_id = _waiting_item(runtime, "slow")
+
+    def interrupted(_sessions: object, _item_id: int) -> None:
+        raise worker_module.TimeLimitExceeded("attempt took too long")
+
+    run = worker_module._guarded(interrupted, runtime.sessions, 3, timedelta(0))
+    with pytest.raises(worker_module.TimeLimitExceeded):
+        run(item_id)
+    item = inbound.load(runtime.sessions, item_id)
+    assert item is not None and item.attempts == 1 and item.status == "received"
+    assert item.error == "TimeLimitExceeded: attempt took too long"

@@ -46,6 +46,7 @@ def crm_env(runtime: Runtime, tmp_path: Path, **extra: str) -> dict[str, str]:
         "CRM_SWEEP_AFTER_SECONDS": "1",
         "CRM_SWEEP_INTERVAL_SECONDS": "0.2",
         "CRM_WORKER_THREADS": "1",
+        "CRM_ATTEMPT_LEASE_SECONDS": "0",  # a killed worker's item is due after sweep_after
         "CRM_DNS_SERVERS": s.dns_servers,
         **{f"CRM_{name.upper()}": value for name, value in extra.items()},
     }
