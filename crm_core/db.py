@@ -39,6 +39,9 @@ def make_engine(url: str, lock_timeout_seconds: float = 10.0) -> Engine:
     return create_engine(
         url,
         pool_pre_ping=True,
+        # Errors name no bound values: those are mail bytes and addresses, and error texts
+        # go to logs and to an inbound item's `error`.
+        hide_parameters=True,
         connect_args={"options": f"-c lock_timeout={millis}"},
     )
 
@@ -49,6 +52,7 @@ def _sqlite_engine(url: str, lock_timeout_seconds: float) -> Engine:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         url,
+        hide_parameters=True,  # as on PostgreSQL: no mail bytes in error texts
         connect_args={"timeout": lock_timeout_seconds, "check_same_thread": False},
     )
 

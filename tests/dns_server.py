@@ -18,6 +18,7 @@ from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 class _Zone(BaseResolver):  # type: ignore[misc]
     def __init__(self) -> None:
         self.records: dict[tuple[str, str], list[str]] = {}
+        self.silent: set[str] = set()
         self.lock = threading.Lock()
 
     def resolve(self, request: dnslib.DNSRecord, handler: DNSHandler) -> dnslib.DNSRecord:
@@ -25,6 +26,8 @@ class _Zone(BaseResolver):  # type: ignore[misc]
         name = str(request.q.qname).rstrip(".").lower()
         qtype = dnslib.QTYPE[request.q.qtype]
         with self.lock:
+            if any(name == d or name.endswith("." + d) for d in self.silent):
+                raise TimeoutError(name)  # dnslib then sends nothing: the asker times out
             known = any(key[0] == name for key in self.records)
             values = list(self.records.get((name, qtype), []))
         if not known:
@@ -61,6 +64,11 @@ class TestDns:
     def _set(self, name: str, qtype: str, values: tuple[str, ...]) -> None:
         with self._zone.lock:
             self._zone.records[(name.rstrip(".").lower(), qtype)] = list(values)
+
+    def silence(self, domain: str) -> None:
+        """Questions about `domain` and its subdomains get no answer at all."""
+        with self._zone.lock:
+            self._zone.silent.add(domain.rstrip(".").lower())
 
     def clear(self) -> None:
         with self._zone.lock:

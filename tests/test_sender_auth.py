@@ -243,6 +243,69 @@ def test_forged_results_for_our_id_are_dropped_and_others_kept(
     assert b"bank.test" not in item.raw
 
 
+def test_a_silent_unrelated_domain_does_not_turn_a_dmarc_fail_into_a_pass(
+    runtime: Runtime, dns: TestDns, address: str
+) -> None:
+    # The From domain refuses what fails; the envelope names a domain whose DNS never
+    # answers, and a DKIM signature of that domain comes too (an attacker's choices).
+    dns.txt("sender.test", "v=spf1 ip4:192.0.2.1 -all")
+    dns.txt("_dmarc.sender.test", "v=DMARC1; p=reject")
+    dns.silence("blackhole.test")
+    signed = DkimKey.generate().sign(mail(address), "blackhole.test")
+    server = door(runtime, dns, timeout=0.5)
+    smtp = next(server)
+    try:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            send(smtp, signed, address, "x@blackhole.test")
+    finally:
+        server.close()
+    assert refused.value.smtp_code == 550
+    assert stored(runtime) == []
+
+
+def test_an_aligned_check_dns_cannot_answer_under_p_reject_is_deferred_with_451(
+    runtime: Runtime, dns: TestDns, address: str
+) -> None:
+    # sender.test publishes p=reject, but its SPF record's own DNS does not answer now
+    dns.txt("_dmarc.sender.test", "v=DMARC1; p=reject")
+    dns.txt("sender.test", "v=spf1 include:spf.slow.sender.test -all")
+    dns.silence("slow.sender.test")
+    server = door(runtime, dns, timeout=0.5)
+    smtp = next(server)
+    try:
+        with pytest.raises(smtplib.SMTPDataError) as deferred:
+            send(smtp, mail(address), address, SENDER)
+    finally:
+        server.close()
+    assert deferred.value.smtp_code == 451
+    assert stored(runtime) == []
+
+
+def test_a_folded_first_line_cannot_extend_our_header(
+    runtime: Runtime, dns: TestDns, smtp: tuple[str, int], address: str
+) -> None:
+    injected = b"\t; dkim=pass header.d=bank.test; dmarc=pass header.from=bank.test\r\n"
+    send(smtp, injected + mail(address), address, SENDER)
+    [item] = stored(runtime)
+    assert b"bank.test" not in item.raw
+    assert results_headers(item.raw)[0].startswith(f"Authentication-Results: {OUR_ID}; spf=")
+
+
+def test_forged_results_for_our_id_are_dropped_also_when_nothing_checks(
+    runtime: Runtime, address: str
+) -> None:
+    handler = make_archive_handler(runtime.sessions, runtime.pipeline.enqueue, OUR_ID)
+    server = serve_smtp(runtime, handler)
+    smtp = next(server)
+    forged = f"Authentication-Results: {OUR_ID}; dmarc=pass header.from=bank.test\r\n"
+    try:
+        send(smtp, forged.encode() + mail(address), address, SENDER)
+    finally:
+        server.close()
+    [item] = stored(runtime)
+    assert b"bank.test" not in item.raw and results_headers(item.raw) == []
+
+
 def test_dns_down_gives_temperror_and_the_mail_is_accepted(runtime: Runtime, address: str) -> None:
     # A DNS server that stopped: every lookup times out (a short timeout for the test)
     dead = TestDns()

@@ -36,8 +36,16 @@ from tests.helpers import (
             ["From: anna@example.com", "From: boss@bank.test"],
             "the message has 2 From headers; exactly one is required",
         ),
+        (
+            ["From: g:;(victim@bank.test)"],  # breaks the standard library's parser
+            "the From header cannot be read: 'g:;(victim@bank.test)'",
+        ),
+        (
+            ["From: " + "a" * 250 + "@example.com"],
+            "the From address is longer than 254 characters",
+        ),
     ],
-    ids=["comment-trick", "two-addresses", "two-from-headers"],
+    ids=["comment-trick", "two-addresses", "two-from-headers", "parser-crash", "too-long"],
 )
 def test_an_ambiguous_author_is_rejected_by_the_worker_with_the_reason(
     api: httpx.Client,

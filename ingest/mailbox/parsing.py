@@ -99,6 +99,9 @@ def parse_email(raw: bytes) -> ParsedEmail:
         raise RejectedInput(f"cannot parse the message ({type(exc).__name__})") from exc
 
 
+MAX_ADDRESS_LENGTH = 254  # RFC 5321's path limit less the angle brackets
+
+
 def strict_from(raw: bytes) -> tuple[Address | None, str]:
     """The one author of `raw` by RFC 5322's grammar, or why there is not exactly one.
 
@@ -118,7 +121,10 @@ def strict_from(raw: bytes) -> tuple[Address | None, str]:
         return None, f"the message has {len(values)} From headers; exactly one is required"
     value = re.sub(r"\r?\n[ \t]", " ", str(values[0])).strip()
     shown = _clean(value)[:200]
-    header = policy.default.header_factory("From", value)
+    try:
+        header = policy.default.header_factory("From", value)
+    except Exception:  # the parser itself breaks on some inputs (g:;(x@y) on 3.11)
+        return None, f"the From header cannot be read: {shown!r}"
     if not (isinstance(header, AddressHeader) and isinstance(header, BaseHeader)):
         return None, f"the From header cannot be read: {shown!r}"  # not the registry's type
     bad = [
@@ -136,6 +142,8 @@ def strict_from(raw: bytes) -> tuple[Address | None, str]:
     address = addresses[0]
     if not address.username or not address.domain:
         return None, f"the From address is incomplete: {shown!r}"
+    if len(address.addr_spec) > MAX_ADDRESS_LENGTH:
+        return None, f"the From address is longer than {MAX_ADDRESS_LENGTH} characters"
     return (_clean(address.display_name).strip(), _clean(address.addr_spec)), ""
 
 

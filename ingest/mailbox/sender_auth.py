@@ -201,6 +201,15 @@ class SenderVerifier:
             )
             log.info("refused %s from %s: dmarc=fail p=%s", domain, arrival.peer, policy)
             return Verdict(arrival.raw, checks, refusal)
+        if dmarc_check.result == "temperror" and policy in REFUSING_POLICIES:
+            # The domain asks to refuse what fails, and its aligned checks could not be
+            # made: the sending server tries again later, when DNS answers.
+            domain = dict(dmarc_check.properties).get("header.from", "")
+            refusal = (
+                f"451 4.7.0 DMARC of {domain} (p={policy}) could not be checked now: "
+                "try again later"
+            )
+            return Verdict(arrival.raw, checks, refusal)
         header = (
             "Authentication-Results: "
             + f"{self.authserv_id};"
@@ -301,8 +310,11 @@ class SenderVerifier:
             return Check("dmarc", "permerror", (), why[:120]), ""
         from_domain = sender[1].rpartition("@")[2].lower().rstrip(".")
         props = (("header.from", from_domain),)
+        # A lookup budget of its own: slow SPF or DKIM domains (the sender's choice) must not
+        # spend the time of the From domain's policy, which is what decides.
+        own_deadline = max(deadline, time.monotonic() + 2 * self._dns.timeout)
         try:
-            record, org_record = self._dmarc_record(from_domain, deadline)
+            record, org_record = self._dmarc_record(from_domain, own_deadline)
         except DnsTempError as exc:
             return Check("dmarc", "temperror", props, str(exc)), ""
         if record is None:
@@ -319,8 +331,18 @@ class SenderVerifier:
             d = dict(check.properties).get("header.d", "").lower()
             if check.result == "pass" and _aligned(from_domain, d, strict_dkim):
                 aligned = True
-        if not aligned and "temperror" in (spf_check.result, *(c.result for c in dkim_checks)):
-            return Check("dmarc", "temperror", props, f"p={policy}, SPF or DKIM unchecked"), ""
+        # Unchecked counts only for a domain that could have aligned: a MAIL FROM or DKIM d=
+        # whose DNS never answers must not turn a fail into "temperror" (and a pass).
+        unchecked = (
+            spf_check.result == "temperror" and _aligned(from_domain, spf_domain, strict_spf)
+        ) or any(
+            check.result == "temperror"
+            and _aligned(from_domain, dict(check.properties).get("header.d", ""), strict_dkim)
+            for check in dkim_checks
+        )
+        if not aligned and unchecked:
+            note = f"p={policy}, aligned SPF or DKIM unchecked"
+            return Check("dmarc", "temperror", props, note), policy
         return Check("dmarc", "pass" if aligned else "fail", props, f"p={policy}"), policy
 
     def _dmarc_record(
@@ -396,6 +418,12 @@ def _comment(text: str) -> str:
     return re.sub(r"([()\\])", r"\\\1", text)
 
 
+def without_our_results(raw: bytes, authserv_id: str) -> bytes:
+    """`raw` without the Authentication-Results headers that claim our authserv-id (when
+    the checks are off or could not run, none of ours may stand in the stored message)."""
+    return _with_results(raw, "", authserv_id)
+
+
 def _with_results(raw: bytes, header: str, authserv_id: str) -> bytes:
     """`raw` with `header` first and without the Authentication-Results headers that claim
     our authserv-id: only we write those (RFC 8601 section 5); others' are kept."""
@@ -408,6 +436,9 @@ def _with_results(raw: bytes, header: str, authserv_id: str) -> bytes:
     kept: list[bytes] = []
     lines = raw.splitlines(keepends=True)
     index = 0
+    # A message starting with a folded line would continue our header: such lines go.
+    while index < len(lines) and lines[index][:1] in (b" ", b"\t"):
+        index += 1
     while index < len(lines) and lines[index].strip(b"\r\n"):
         field_lines = [lines[index]]
         index += 1
@@ -417,6 +448,8 @@ def _with_results(raw: bytes, header: str, authserv_id: str) -> bytes:
         if not _claims_our_id(b"".join(field_lines), authserv_id):
             kept.extend(field_lines)
     body = b"".join(lines[index:])
+    if not header:
+        return b"".join(kept) + body
     ours = header.replace("\r\n", newline.decode()).encode("utf-8") + newline
     return ours + b"".join(kept) + body
 

@@ -33,7 +33,7 @@ from ingest.mailbox.addresses import (
     encode_archive_address,
     hash_archive_token,
 )
-from ingest.mailbox.sender_auth import Arrival, Verdict
+from ingest.mailbox.sender_auth import Arrival, Verdict, without_our_results
 from ingest.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -241,14 +241,14 @@ class ArchiveHandler:
             # aiosmtpd keeps a null reverse-path as "<>"; "" means "a bounce" downstream.
             "mail_from": "" if envelope.mail_from in (None, "<>") else envelope.mail_from,
         }
-        stored = raw
+        stored = without_our_results(raw, self._archive_domain)  # used if nothing checks
         if self._verify is not None:
             verdict = await self._verified(
                 Arrival(raw, meta["peer"], meta["helo"], meta["mail_from"])
             )
             if verdict is not None and verdict.refusal:
                 return verdict.refusal
-            stored = raw if verdict is None else verdict.raw
+            stored = stored if verdict is None else verdict.raw
         inputs = [
             NewInput(
                 channel="email",
