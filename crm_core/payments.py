@@ -152,6 +152,7 @@ def record_payment(
             "amount": event.amount,
             "currency": event.currency,
             "amount_refunded": event.amount_refunded,
+            "amount_text": money(event.amount, event.currency),  # e.g. "12.50 EUR", for people
             "reason": event.reason,
             "url": event.url,
             "payer": {"name": event.payer_name, "email": event.email, "phone": event.phone},

@@ -357,6 +357,7 @@ def test_a_partly_captured_payment_counts_what_was_received(
     wait_for(lambda: all_done(api, 1), what="the payment")
     [entry] = payments_of(api, target["id"])
     assert entry["amount"] == 6_000 and entry["status"] == "succeeded"
+    assert entry["amount_text"] == "60.00 EUR"  # what the card page shows
 
 
 def test_a_refund_before_its_payment_ends_refunded(

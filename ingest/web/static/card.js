@@ -18,6 +18,7 @@ const FILTERS = [
   ["fields", "Field changes"],
   ["documents", "Documents"],
   ["notes", "Notes"],
+  ["payments", "Payments"],
 ];
 const TYPE_LABELS = {
   email: "E-mail",
@@ -33,6 +34,7 @@ const TYPE_LABELS = {
   task_reopened: "Task reopened",
   document: "Document",
   document_deleted: "Document deleted",
+  payment: "Payment",
 };
 
 function byLine(entry) {
@@ -107,6 +109,19 @@ function entryDetails(e) {
     case "document":
     case "document_deleted":
       return [h("p", {}, e.file_name || ""), byLine(e)];
+    case "payment": {
+      const link = /^https?:\/\//.test(e.url || "")
+        ? h("a", { href: e.url, target: "_blank", rel: "noopener noreferrer" }, e.payment_id || "")
+        : h("span", {}, e.payment_id || "");
+      return [
+        h("p", { class: "subject" }, e.amount_text || "", " · ", e.status || ""),
+        e.reason ? h("p", {}, "Reason: ", e.reason) : null,
+        e.payment_status && e.payment_status !== e.status
+          ? h("p", { class: "muted" }, "Now: ", e.payment_status)
+          : null,
+        h("p", { class: "muted" }, e.provider || "", " ", link),
+      ];
+    }
     default:
       return [h("pre", { class: "body" }, JSON.stringify(e, null, 2))];
   }
