@@ -22,6 +22,7 @@ from crm_core.db import read_only, unit_of_work
 from crm_core.models import InboundItem, utcnow
 from ingest.http_app import create_app, make_http_server
 from ingest.runtime import Runtime
+from ingest.web import events
 from ingest.web.events import ChangeFeed
 from tests.conftest import API_TOKEN, LoopThread
 from tests.helpers import (
@@ -180,6 +181,22 @@ def test_an_event_arrives_once_a_mail_is_processed(
         assert first is not None and first[0] == "change"
         assert [e["type"] for e in history(api, card["id"])] == ["email"]
         assert api.get(f"/api/users/{user_id}/counters").json()["incoming"] == 1
+
+
+def test_an_open_stream_ends_once_its_token_is_revoked(
+    api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "KEEPALIVE_SECONDS", 0.2)  # the re-check comes with these
+    user_id, token = user_with_token(api)
+    with browser(api) as page:
+        assert page.post("/ui/session", json={"token": token}).status_code == 200
+        reader = EventReader(page)
+        assert reader.status.get(timeout=30) == 200
+        assert reader.next_event() is not None  # the first "change"
+        tokens = api.get(f"/api/users/{user_id}/tokens").json()["items"]
+        api.delete(f"/api/users/{user_id}/tokens/{tokens[0]['id']}")
+        assert reader.next_event(timeout=30) is None  # the server ended the stream
+        reader.join()
 
 
 @contextmanager

@@ -49,11 +49,12 @@ class ChangeFeed:
         """End every stream and the poller, at once (from the server's event loop)."""
         self._closed.set()
 
-    async def stream(self) -> AsyncIterator[str]:
+    async def stream(self, still_allowed: Callable[[], bool] | None = None) -> AsyncIterator[str]:
         """The events of one page: `change` once at the start (the page fetches what it
         shows: nothing between its first load and this stream is missed), then after each
         change; a comment line as keep-alive; ends on `close()` or when the client goes
-        (Starlette cancels the generator)."""
+        (Starlette cancels the generator), or, checked at each keep-alive, once
+        `still_allowed` says no (the token revoked: the page's reconnection then gets 401)."""
         self._listeners += 1
         try:
             if self._poller is None or self._poller.done():
@@ -70,6 +71,8 @@ class ChangeFeed:
                     seen = self._version
                     yield event("change", str(seen))
                 else:
+                    if still_allowed is not None and not await run_in_threadpool(still_allowed):
+                        break
                     yield ": keep-alive\n\n"
         finally:
             self._listeners -= 1

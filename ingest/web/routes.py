@@ -131,12 +131,15 @@ def mount(
         tags=["web page"],
         responses={200: {"content": {"text/event-stream": {}}}},
     )
-    def events(who: Who) -> StreamingResponse:
+    def events(who: Who, request: Request) -> StreamingResponse:
         """Server-Sent Events: `change` once at the start and after each change of cards,
         history, activities, unread marks or counters (checked every
         CRM_UI_EVENTS_POLL_SECONDS); the page then fetches what it shows again."""
+        token = presented_token(
+            request, request.headers.get("authorization", ""), request.cookies.get(COOKIE, "")
+        )
         return StreamingResponse(
-            feed.stream(),
+            feed.stream(lambda: check_token(token) is not None),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
