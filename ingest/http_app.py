@@ -170,7 +170,14 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
 
-    web.mount(app, sessions=sessions, settings=settings, check_token=actor_for, actor=authenticated)
+    web.mount(
+        app,
+        sessions=sessions,
+        settings=settings,
+        check_token=actor_for,
+        actor=authenticated,
+        sealer=runtime.sealer,
+    )
     app.include_router(
         make_router(
             sessions, default_region=settings.default_region, clock=clock, actor=authenticated

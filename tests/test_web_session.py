@@ -24,6 +24,7 @@ from ingest.http_app import create_app, make_http_server
 from ingest.runtime import Runtime
 from ingest.web import events
 from ingest.web.events import ChangeFeed
+from ingest.web.routes import COOKIE, SessionCookie
 from tests.conftest import API_TOKEN, LoopThread
 from tests.helpers import (
     archive_address,
@@ -116,6 +117,22 @@ def test_the_admin_token_signs_in_as_admin_and_a_revoked_token_ends_the_session(
         tokens = api.get(f"/api/users/{user_id}/tokens").json()["items"]
         api.delete(f"/api/users/{user_id}/tokens/{tokens[0]['id']}")
         assert page.get(f"/api/users/{user_id}/counters").status_code == 401
+
+
+def test_the_cookie_holds_no_readable_token_and_ends_on_the_server_too(
+    api: httpx.Client, runtime: Runtime
+) -> None:
+    user_id, token = user_with_token(api)
+    with browser(api) as page:
+        assert page.post("/ui/session", json={"token": token}).status_code == 200
+        value = page.cookies[COOKIE]
+        assert token not in value
+        assert page.get(f"/api/users/{user_id}/counters").status_code == 200
+        # A cookie past its time (whatever the browser keeps), or altered, signs nothing in
+        expired = SessionCookie(runtime.sealer, hours=-1).make(token)
+        for bad in (expired, value[:-4] + "AAAA"):
+            page.cookies.set(COOKIE, bad)
+            assert page.get(f"/api/users/{user_id}/counters").status_code == 401
 
 
 class EventReader:

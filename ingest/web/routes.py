@@ -3,6 +3,7 @@ cookie that the JSON API accepts like the bearer header), and the live-update st
 /api/events. Mounted on the HTTP app by `ingest.http_app`; the page itself calls /api.
 """
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from crm_core.changes import change_marker
 from crm_core.db import read_only
 from crm_core.permissions import Actor
+from ingest.sealing import Sealer, SealingError
 from ingest.settings import Settings
 from ingest.web.events import ChangeFeed
 
@@ -40,6 +42,31 @@ TokenCheck = Callable[[str], Actor | None]
 ActorDependency = Callable[..., Actor]
 
 
+class SessionCookie:
+    """The session cookie's value: the token and its end, sealed with the service's key, so
+    the browser holds no readable token and an old cookie stops working on the server too."""
+
+    def __init__(self, sealer: Sealer, hours: float) -> None:
+        self._sealer = sealer
+        self.seconds = int(hours * 3600)
+
+    def make(self, token: str) -> str:
+        until = str(int(time.time()) + self.seconds)
+        return self._sealer.seal({"token": token, "until": until})
+
+    def token_of(self, cookie: str) -> str:
+        """The token of a live cookie; "" for none, a forged or an expired one."""
+        if not cookie:
+            return ""
+        try:
+            opened = self._sealer.unseal(cookie)
+            if int(opened.get("until", "0")) < time.time():
+                return ""
+            return str(opened.get("token", ""))
+        except (SealingError, ValueError):
+            return ""
+
+
 def presented_token(request: Request, authorization: str, cookie: str) -> str:
     """The bearer token of the Authorization header, else the session cookie's; "" if none.
     A change (POST, PUT, PATCH, DELETE) made with the cookie needs the page's header (403)."""
@@ -52,7 +79,7 @@ def presented_token(request: Request, authorization: str, cookie: str) -> str:
             status.HTTP_403_FORBIDDEN,
             f"a change made with the web session needs the header {UI_HEADER}: {UI_MARK}",
         )
-    return cookie
+    return str(request.app.state.web_cookie.token_of(cookie)) if cookie else ""
 
 
 class _Page(StaticFiles):
@@ -71,8 +98,10 @@ def mount(
     settings: Settings,
     check_token: TokenCheck,
     actor: ActorDependency,
+    sealer: Sealer,
 ) -> None:
     """Add the page's routes to `app` (before any catch-all mount) and its static files."""
+    cookie = app.state.web_cookie = SessionCookie(sealer, settings.ui_session_hours)
     feed = ChangeFeed(lambda: _read_marker(sessions), settings.ui_events_poll_seconds)
     app.state.web_feed = feed
     Who = Annotated[Actor, Depends(actor)]
@@ -98,8 +127,8 @@ def mount(
             )
         response.set_cookie(
             COOKIE,
-            token.strip(),
-            max_age=int(settings.ui_session_hours * 3600),
+            cookie.make(token.strip()),
+            max_age=cookie.seconds,
             path="/",
             secure=request.url.scheme == "https",
             httponly=True,
@@ -114,7 +143,8 @@ def mount(
 
     @app.delete("/ui/session", status_code=204, tags=["web page"])
     def sign_out(request: Request) -> Response:
-        """Sign out: the session cookie is removed (the token itself stays valid)."""
+        """Sign out: the session cookie is removed (the token itself stays valid; a copy of
+        the cookie ends at its time, CRM_UI_SESSION_HOURS after the sign-in)."""
         response = Response(status_code=204)
         response.delete_cookie(
             COOKIE,
