@@ -10,9 +10,10 @@ import logging
 import re
 import secrets
 import socket
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import timedelta
-from typing import Annotated, Any
+from datetime import datetime, timedelta
+from typing import Annotated, Any, TypeVar
 
 import uvicorn
 from fastapi import (
@@ -29,7 +30,7 @@ from fastapi import (
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.exc import DataError, SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from crm_core import accounts, calendar, permissions, schemas, services
 from crm_core.api import Clock, make_router
@@ -49,8 +50,13 @@ from ingest.mailbox.addresses import encode_archive_address, hash_archive_token,
 from ingest.payments import webhook as payments_hook
 from ingest.payments.processing import place_payment
 from ingest.runtime import Runtime
+from ingest.sealing import Sealer
 from ingest.signatures import BadSignature
 from ingest.web import routes as web
+
+T = TypeVar("T")
+# A front door's accept: (sessions, sealer, request, now, default region) -> its answer.
+HookAccept = Callable[[sessionmaker[Session], Sealer, sources.HookRequest, datetime, str], T]
 
 log = logging.getLogger(__name__)
 
@@ -374,14 +380,7 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         """Calls from a `calllog` source (our JSON, signed) or a `twilio_voice` source
         (Twilio's status callback, `X-Twilio-Signature`). Every call is stored before the
         answer; a batch with bad calls stores the good ones and lists the bad ones."""
-        accepted = await run_in_threadpool(
-            calllog_hook.accept,
-            sessions,
-            runtime.sealer,
-            await hook_request(request, source_id),
-            clock(),
-            settings.default_region,
-        )
+        accepted = await take_hook(calllog_hook.accept, request, source_id)
         await run_in_threadpool(enqueue_all, calllog_hook.CHANNEL, accepted.ids)
         return accepted
 
@@ -409,14 +408,7 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         hook), `whatsapp` (Cloud API, `X-Hub-Signature-256`) or `twilio` (SMS and WhatsApp,
         `X-Twilio-Signature`) source. Each event is stored before the answer: 202 with the
         ids for the widget, 200 for WhatsApp (Meta wants 200), empty TwiML for Twilio."""
-        accepted = await run_in_threadpool(
-            chat_hook.accept,
-            sessions,
-            runtime.sealer,
-            await hook_request(request, source_id),
-            clock(),
-            settings.default_region,
-        )
+        accepted = await take_hook(chat_hook.accept, request, source_id)
         await run_in_threadpool(enqueue_all, chat_hook.CHANNEL, accepted.answer.ids)
         if accepted.kind == "twilio":
             return Response(TWIML_EMPTY, status_code=200, media_type="text/xml")
@@ -436,17 +428,21 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         """Payments of orders from a `stripe` source (Stripe's events, `Stripe-Signature`;
         answered 200) or a `payment` source (our JSON, signed like the call-log hook;
         answered 202). Each event is stored before the answer."""
-        accepted = await run_in_threadpool(
-            payments_hook.accept,
+        accepted = await take_hook(payments_hook.accept, request, source_id)
+        await run_in_threadpool(enqueue_all, payments_hook.CHANNEL, accepted.answer.ids)
+        return JSONResponse(
+            accepted.answer.model_dump(mode="json"), status_code=accepted.status_code
+        )
+
+    async def take_hook(accept: HookAccept[T], request: Request, source_id: int) -> T:
+        """Verify and store a hook's request with its channel's `accept` (off the loop)."""
+        return await run_in_threadpool(
+            accept,
             sessions,
             runtime.sealer,
             await hook_request(request, source_id),
             clock(),
             settings.default_region,
-        )
-        await run_in_threadpool(enqueue_all, payments_hook.CHANNEL, accepted.answer.ids)
-        return JSONResponse(
-            accepted.answer.model_dump(mode="json"), status_code=accepted.status_code
         )
 
     def enqueue_all(channel: str, ids: list[int]) -> None:
