@@ -247,7 +247,11 @@ def begin_attempt(
     """
     with unit_of_work(sessions) as session:
         item = lock(session, item_id)
-        if item is None or item.status != InboundStatus.RECEIVED.value:
+        if item is None:
+            log.warning("inbound item %s does not exist", item_id)
+            return False
+        if item.status != InboundStatus.RECEIVED.value:
+            log.info("inbound item %s already %s", item_id, item.status)  # a redelivery
             return False
         if item.attempts >= max_attempts:
             died = f"{item.attempts} attempts started and none finished (the worker stopped)"
