@@ -25,6 +25,10 @@ SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 
 __all__ = ["Page", "expect", "open_page", "screenshot"]
 
+# A page on a loaded test machine may take a while to render: a generous ceiling for every
+# `expect` (its default is 5 s; `Page.set_default_timeout` does not cover it).
+expect.set_options(timeout=30_000)
+
 
 @contextmanager
 def open_page(base_url: str) -> Iterator[Page]:

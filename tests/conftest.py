@@ -131,22 +131,22 @@ def settings(
 ) -> Settings:
     """The test's settings; `@pytest.mark.settings(name=value)` changes some for one test."""
     marker = request.node.get_closest_marker("settings")
-    return Settings(
-        database_url=migrated,
-        broker_url=broker_url,
-        data_dir=tmp_path,
-        api_token=API_TOKEN,
-        archive_domain="archive.test",
-        db_lock_timeout_seconds=1.0,
-        smtp_max_message_bytes=2_000_000,
-        max_attempts=3,
-        sweep_after_seconds=0.5,
-        sweep_interval_seconds=0.2,
-        attempt_lease_seconds=0.0,
-        dns_servers=test_dns.address,
-        dns_timeout_seconds=2.0,
-        **(marker.kwargs if marker else {}),
-    )
+    values: dict[str, Any] = {
+        "database_url": migrated,
+        "broker_url": broker_url,
+        "data_dir": tmp_path,
+        "api_token": API_TOKEN,
+        "archive_domain": "archive.test",
+        "smtp_max_message_bytes": 2_000_000,
+        "max_attempts": 3,
+        "sweep_after_seconds": 0.5,
+        "sweep_interval_seconds": 0.2,
+        "attempt_lease_seconds": 0.0,
+        "dns_servers": test_dns.address,
+        "dns_timeout_seconds": 2.0,
+    }
+    values.update(marker.kwargs if marker else {})
+    return Settings(**values)
 
 
 @pytest.fixture

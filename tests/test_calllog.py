@@ -250,6 +250,7 @@ def test_bad_input_is_named_and_a_batch_keeps_its_good_calls(
     assert stored_count(runtime) == 2
 
 
+@pytest.mark.settings(db_lock_timeout_seconds=1.0)  # the write lock is held on purpose
 def test_a_store_failure_answers_503_and_keeps_nothing(
     api: httpx.Client, runtime: Runtime, clock: FakeClock
 ) -> None:

@@ -179,6 +179,7 @@ def test_widget_messages_replies_and_statuses(
     assert stored_count(runtime) == 4
 
 
+@pytest.mark.settings(db_lock_timeout_seconds=1.0)  # the write lock is held on purpose
 def test_widget_signatures_and_bad_input(
     api: httpx.Client, runtime: Runtime, clock: FakeClock
 ) -> None:

@@ -299,7 +299,15 @@ def test_a_worker_process_logs_json_and_serves_its_counters(
         send(smtp_server, reply, address, "john.doe@acme.com")
         wait_for(lambda: _finished(runtime) == 2, what="both mails finished")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as scraper:
-            figures = read_metrics(scraper)  # no token: its own port, on loopback by default
+            # no token: its own port, on loopback by default; the worker counts just after
+            # its commit, so the figures may come a moment after the database shows it
+            def counted() -> dict[str, Any] | None:
+                figures = read_metrics(scraper)
+                done = _figure(figures, "crm_inbound_processed_total", channel="email")
+                done += _figure(figures, "crm_inbound_rejected_total", channel="email")
+                return figures if done == 2 else None
+
+            figures = wait_for(counted, what="the worker's counters")
     # Then the worker process counted what it did (its counters are its own)
     assert _figure(figures, "crm_inbound_processed_total", channel="email") == 1
     assert _figure(figures, "crm_inbound_rejected_total", channel="email") == 1

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from ingest.runtime import Runtime
 from ingest.signatures import sign_timestamped
@@ -583,6 +584,7 @@ def test_bad_stripe_input_is_named_and_nothing_is_stored(
     assert wrong.status_code == 422 and "signing_secret" in wrong.text
 
 
+@pytest.mark.settings(db_lock_timeout_seconds=1.0)  # the write lock is held on purpose
 def test_a_store_failure_answers_503_and_keeps_nothing(
     api: httpx.Client, runtime: Runtime, clock: FakeClock
 ) -> None:

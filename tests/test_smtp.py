@@ -111,6 +111,7 @@ def database_write_locked(engine: Engine) -> Iterator[None]:
             conn.rollback()
 
 
+@pytest.mark.settings(db_lock_timeout_seconds=1.0)  # the write lock is held on purpose
 def test_database_unavailable_during_data_answers_451_and_writes_nothing(
     api: httpx.Client,
     runtime: Runtime,

@@ -366,7 +366,7 @@ def test_connections_beyond_the_limits_get_421(runtime: Runtime) -> None:
 
 
 def test_an_idle_session_is_closed_with_421(runtime: Runtime) -> None:
-    with door(runtime, smtp_idle_seconds=0.5) as server, raw_session(server) as client:
+    with door(runtime, smtp_idle_seconds=2.0) as server, raw_session(server) as client:
         assert client.reply().startswith(b"220")
         assert client.command(b"EHLO client.example").startswith(b"250")
         # When the client says nothing: 421 and the connection is closed
