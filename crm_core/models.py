@@ -271,6 +271,9 @@ class InboundItem(Base):
     # How many times the sweeper sent it to the broker again (the broker lost it, a worker
     # died with it, or it waited in a queue longer than the sweep delay).
     resends: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Of those, the re-sends since an attempt last started: each such one (the broker most
+    # likely still holds the item, behind a backlog) makes the sweeper wait longer.
+    quiet_resends: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Who sent it, as processing read it (an e-mail's From address): the loop limit counts by it.
     sender: Mapped[str | None] = mapped_column(String(320), default=None)
     # Kept past the retention period whatever its status (also when its card is on hold).

@@ -260,6 +260,7 @@ def begin_attempt(
             log.error("inbound item %s failed for good: %s", item_id, died)
             return False
         item.attempts += 1
+        item.quiet_resends = 0  # it reached a worker: the sweeper's next re-send is not late
         # A lease: this attempt has it until its time limit has passed (an attempt is
         # interrupted then); only after that plus sweep_after does the sweeper send it again,
         # so a slow attempt is never doubled by a re-send. record_failure ends the lease.
@@ -313,6 +314,7 @@ def reprocess(sessions: sessionmaker[Session], item_id: int, now: datetime) -> I
         item.status = InboundStatus.RECEIVED.value
         item.reason = None
         item.attempts = 0
+        item.quiet_resends = 0
         item.finished_at = None
         item.enqueued_at = now
         session.flush()
@@ -388,19 +390,37 @@ def recent_from(session: Session, item: InboundItem, sender: str, since: datetim
     )
 
 
+# A quiet re-send (no attempt started since the last send) pushes the next one back by
+# `backoff` x this, by how many quiet re-sends came before: the gaps between re-sends of an
+# item stuck behind a backlog double (1, 2, 4, 8 x the sweep delay) and stay at 8 x.
+QUIET_BACKOFF_STEPS = (0, 1, 3, 7)
+
+
+def quiet_backoff(quiet_resends: int, backoff: timedelta) -> timedelta:
+    """How much later than the plain sweep delay the next re-send of an item comes, after
+    `quiet_resends` earlier re-sends that no attempt followed."""
+    return backoff * QUIET_BACKOFF_STEPS[min(quiet_resends, len(QUIET_BACKOFF_STEPS) - 1)]
+
+
 def resend_waiting(
     sessions: sessionmaker[Session],
     enqueued_before: datetime,
     enqueue: Callable[[str, int], None],
     limit: int = 500,
+    backoff: timedelta = timedelta(0),
 ) -> int:
     """Send again up to `limit` waiting items last enqueued before `enqueued_before`; return
     how many the broker took (each counted in `resends`). No row lock is held while the
-    broker is called; if it fails, the items not sent stay due and the error is raised."""
+    broker is called; if it fails, the items not sent stay due and the error is raised.
+
+    An item re-sent while no attempt started since its last send most likely waits in the
+    broker behind a backlog (a re-send only joins the queue's tail): its next re-send comes
+    `quiet_backoff` later, so a long backlog is not multiplied by re-sends of itself.
+    """
     now = utcnow()
     with unit_of_work(sessions) as session:
         rows = session.execute(
-            select(InboundItem.id, InboundItem.channel)
+            select(InboundItem.id, InboundItem.channel, InboundItem.quiet_resends)
             .where(
                 InboundItem.status == InboundStatus.RECEIVED.value,
                 InboundItem.enqueued_at < enqueued_before,
@@ -428,6 +448,20 @@ def resend_waiting(
                     .where(InboundItem.id.in_(sent))
                     .values(resends=InboundItem.resends + 1)
                 )
+                # ... and, unless an attempt started meanwhile (it moved enqueued_at), its
+                # next re-send is pushed back by the quiet re-sends before this one.
+                later: dict[int, list[int]] = {}
+                for row in rows[: len(sent)]:
+                    later.setdefault(row.quiet_resends, []).append(row.id)
+                for quiet, ids in later.items():
+                    session.execute(
+                        update(InboundItem)
+                        .where(InboundItem.id.in_(ids), InboundItem.enqueued_at == now)
+                        .values(
+                            quiet_resends=InboundItem.quiet_resends + 1,
+                            enqueued_at=now + quiet_backoff(quiet, backoff),
+                        )
+                    )
             unsent = [row.id for row in rows[len(sent) :]]
             if unsent:  # due again at the next sweep
                 session.execute(

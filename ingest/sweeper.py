@@ -26,7 +26,7 @@ Enqueue = Callable[[str, int], None]
 
 def sweep_once(sessions: sessionmaker[Session], enqueue: Enqueue, older_than: timedelta) -> int:
     """Re-send waiting items last enqueued before now - `older_than`; return how many."""
-    sent = inbound.resend_waiting(sessions, utcnow() - older_than, enqueue)
+    sent = inbound.resend_waiting(sessions, utcnow() - older_than, enqueue, backoff=older_than)
     if sent:
         log.info("sweeper re-sent %d waiting inbound items", sent)
     return sent

@@ -265,6 +265,60 @@ def test_a_started_attempt_holds_its_item_from_the_sweeper_for_its_lease(
     assert sent == [item_id]
 
 
+def test_re_sends_no_attempt_follows_come_further_apart_until_one_starts(
+    runtime: Runtime,
+) -> None:
+    # Given an item the broker holds behind a long backlog: no worker starts on it
+    item_id = _waiting_item(runtime, "backlog")
+    sent: list[int] = []
+    gap = timedelta(seconds=10)  # the sweep delay
+
+    def sweep(ahead: float) -> int:
+        """A sweep as if `ahead` s had passed since the last one marked it sent."""
+        due = utcnow() + timedelta(seconds=ahead) - gap
+        return inbound.resend_waiting(runtime.sessions, due, lambda _c, i: sent.append(i), 500, gap)
+
+    def quiet() -> int:
+        item = inbound.load(runtime.sessions, item_id)
+        assert item is not None
+        return item.quiet_resends
+
+    # The first re-send comes one sweep delay after the send, and so does the second
+    assert sweep(10.5) == 1 and quiet() == 1
+    assert sweep(10.5) == 1 and quiet() == 2
+    # then the gaps double: 2 x, then 4 x the delay
+    assert sweep(19) == 0
+    assert sweep(21) == 1 and quiet() == 3
+    assert sweep(39) == 0
+    assert sweep(41) == 1 and quiet() == 4
+    # and stay at 8 x
+    assert sweep(79) == 0
+    assert sweep(81) == 1 and quiet() == 5
+    assert sweep(79) == 0
+    assert sweep(81) == 1 and quiet() == 6
+    # When a worker starts an attempt (then dies), the next re-send is one delay away again
+    assert inbound.begin_attempt(runtime.sessions, item_id, 5, lease=timedelta(0))
+    assert quiet() == 0
+    assert sweep(10.5) == 1 and quiet() == 1
+    assert sent == [item_id] * 7
+    item = inbound.load(runtime.sessions, item_id)
+    assert item is not None and item.resends == 7
+
+
+def test_an_attempt_starting_while_the_sweeper_sends_keeps_its_lease(runtime: Runtime) -> None:
+    item_id = _waiting_item(runtime, "race")
+    lease = timedelta(seconds=60)
+
+    def taken_at_once(_channel: str, item: int) -> None:
+        # a worker takes the re-sent item before the sweeper records the send
+        assert inbound.begin_attempt(runtime.sessions, item, 5, lease=lease)
+
+    assert inbound.resend_waiting(runtime.sessions, utcnow(), taken_at_once, 500, lease) == 1
+    item = inbound.load(runtime.sessions, item_id)
+    assert item is not None and item.resends == 1 and item.quiet_resends == 0
+    assert item.enqueued_at is not None and item.enqueued_at > utcnow() + timedelta(seconds=50)
+
+
 def test_a_broker_failing_midway_keeps_what_it_took_and_leaves_the_rest_due(
     runtime: Runtime,
 ) -> None:
