@@ -391,9 +391,9 @@ def recent_from(session: Session, item: InboundItem, sender: str, since: datetim
 
 
 # A quiet re-send (no attempt started since the last send) pushes the next one back by
-# `backoff` x this, by how many quiet re-sends came before: the gaps between re-sends of an
-# item stuck behind a backlog double (1, 2, 4, 8 x the sweep delay) and stay at 8 x.
-QUIET_BACKOFF_STEPS = (0, 1, 3, 7)
+# `backoff` x this, by how many quiet re-sends came before: after the first re-send of an
+# item stuck behind a backlog, the gaps double (2, 4, 8 x the sweep delay) and stay at 8 x.
+QUIET_BACKOFF_STEPS = (1, 3, 7)
 
 
 def quiet_backoff(quiet_resends: int, backoff: timedelta) -> timedelta:
