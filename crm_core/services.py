@@ -255,6 +255,15 @@ def card_for_archive_token(session: Session, token_hash: str, now: datetime) -> 
     )
 
 
+def lock_card(session: Session, card_id: int) -> Card:
+    """The card, locked until the transaction ends: what is counted or written for it
+    meanwhile is serialized with the other inputs of that card."""
+    card = session.scalar(select(Card).where(Card.id == card_id).with_for_update())
+    if card is None:
+        raise NotFound(f"card {card_id} does not exist")
+    return card
+
+
 # --- incoming e-mail -----------------------------------------------------------------
 
 
@@ -319,9 +328,7 @@ def record_email(
 
     Running it again for the same mail finds the history entry and changes nothing.
     """
-    card = session.scalar(select(Card).where(Card.id == card_id).with_for_update())
-    if card is None:
-        raise NotFound(f"card {card_id} does not exist")
+    card = lock_card(session, card_id)
     logger = session.scalar(select(User).where(User.email == mail.logged_by.lower()))
     if logger is None:
         raise Forbidden(f"sender {mail.logged_by} is not a CRM user")

@@ -50,6 +50,7 @@ UNMATCHED = Counter(
 FAILED = Counter(
     "crm_inbound_failed", "Inputs parked as failed after the last attempt", ["channel"]
 )
+HELD = Counter("crm_inbound_held", "Inputs held unprocessed as a suspected mail loop", ["channel"])
 LATENCY = Histogram(
     "crm_inbound_latency_seconds",
     "Seconds from an input's storing to its processing (observed for processed inputs)",
@@ -62,6 +63,7 @@ _FINISHED = {
     InboundStatus.REJECTED.value: REJECTED,
     InboundStatus.UNMATCHED.value: UNMATCHED,
     InboundStatus.FAILED.value: FAILED,
+    InboundStatus.HELD.value: HELD,
 }
 _PENDING = "crm_metrics_pending"
 _listening = threading.Lock()

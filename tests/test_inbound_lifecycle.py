@@ -7,18 +7,20 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 import worker as worker_module
 from crm_core.db import unit_of_work
 from crm_core.models import InboundItem, utcnow
 from ingest import inbound, sweeper
+from ingest.mailbox.processing import LoopLimit, process_email
 from ingest.runtime import Runtime
 from tests.helpers import (
     archive_address,
@@ -31,7 +33,7 @@ from tests.helpers import (
     send,
     wait_for,
 )
-from tests.test_worker_kill import crm_env, crm_ingest
+from tests.test_worker_kill import card_locked, crm_env, crm_ingest
 
 
 def item(api: httpx.Client, item_id: int) -> dict[str, Any]:
@@ -145,6 +147,47 @@ def test_a_rejected_mail_is_recorded_once_its_cause_is_fixed_and_it_is_reprocess
     assert answer.json()["status"] == "received"
     wait_for(lambda: inbound_items(api, "processed"), what="reprocessing")
     assert [entry["type"] for entry in history(api, card["id"])].count("email") == 1
+
+
+def test_mails_processed_at_once_are_counted_one_after_the_other_for_the_loop_limit(
+    api: httpx.Client, runtime: Runtime, smtp_server: tuple[str, int]
+) -> None:
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writing transaction at a time: two cannot race here")
+    # Given a limit of one mail per sender and address, and two mails from Anna stored
+    anna = create_user(api, "anna@example.com")
+    card = create_card(api, anna["id"])
+    address = archive_address(api, card["id"])
+    for n in (1, 2):
+        send(smtp_server, make_mail("anna@example.com", address, f"m{n}"), address, "a@x")
+    ids = [i["id"] for i in inbound_items(api)]
+    one = LoopLimit(count=1, window=timedelta(hours=2))
+    # When two workers process them at the same moment (both wait for the card to be free)
+    with card_locked(runtime.engine, card["id"]):
+        workers = [
+            threading.Thread(
+                target=process_email, args=(runtime.sessions, i), kwargs={"loops": one}
+            )
+            for i in ids
+        ]
+        for w in workers:
+            w.start()
+
+        def both_waiting() -> bool:
+            with runtime.engine.connect() as conn:
+                waiting = conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock'"
+                    )
+                )
+            return bool(waiting == 2)
+
+        wait_for(both_waiting, what="both workers waiting on the card")
+    for w in workers:
+        w.join(timeout=30)
+    # Then one is processed and the other held: the second counted the first
+    assert sorted(i["status"] for i in inbound_items(api)) == ["held", "processed"]
 
 
 def test_more_than_20_mails_from_one_sender_to_one_address_in_2_hours_are_held(

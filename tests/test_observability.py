@@ -223,6 +223,27 @@ def test_metrics_count_what_the_doors_and_the_worker_did(
     assert after["crm_inbound_latency_seconds"].type == "histogram"
 
 
+@pytest.mark.settings(loop_limit_count=1)
+def test_a_mail_held_as_a_loop_is_counted_as_held(
+    api: httpx.Client, runtime: Runtime, smtp_server: tuple[str, int]
+) -> None:
+    anna = create_user(api, "anna@example.com")
+    address = archive_address(api, create_card(api, anna["id"])["id"])
+    before = read_metrics(api)
+    # Given two mails from one sender to one address, with a limit of one
+    for n in (1, 2):
+        send(smtp_server, make_mail("anna@example.com", address, f"m{n}"), address, "a@x")
+    running = runtime.pipeline.start_worker(threads=1, poll_ms=100)
+    try:
+        wait_for(lambda: _finished(runtime) == 2, what="both mails finished")
+    finally:
+        running.stop()
+    # Then one is counted processed and the other held
+    delta = _delta(before, read_metrics(api))
+    assert delta("crm_inbound_processed_total", channel="email") == 1
+    assert delta("crm_inbound_held_total", channel="email") == 1
+
+
 def test_metrics_need_the_admin_token(api: httpx.Client) -> None:
     response = httpx.get(str(api.base_url.join("/metrics")))
     assert response.status_code == 401

@@ -77,13 +77,17 @@ def process_email(
             return
         if isinstance(mail, services.EmailRecord):
             item.sender = mail.logged_by.lower()
-            if _held_as_loop(session, item, item.sender, now, loops or LoopLimit()):
-                return
         try:
             if mail is None:
                 raise RejectedInput(refusal)
+            card_id = _route(session, item, now)
+            if isinstance(mail, services.EmailRecord):
+                # Counted under the card's lock: two mails processed at once cannot both
+                # see the count below the limit.
+                services.lock_card(session, card_id)
+                if _held_as_loop(session, item, mail.logged_by.lower(), now, loops or LoopLimit()):
+                    return
             with session.begin_nested():
-                card_id = _route(session, item, now)
                 if isinstance(mail, Bounce):
                     services.record_bounce(session, card_id, mail.subject, mail.text, item.id, now)
                 else:
