@@ -81,6 +81,13 @@ def make_router(
             user = services.create_user(session, str(body.email), body.name, body.timezone)
             return schemas.UserOut.model_validate(user)
 
+    @router.get("/users")
+    def list_users(who: Who) -> schemas.UserListOut:
+        """The CRM's users by name (any user: a card is handed to a colleague by name)."""
+        with reading() as session:
+            users = services.list_users(session)
+            return schemas.UserListOut(items=[schemas.UserOut.model_validate(u) for u in users])
+
     @router.get("/users/{user_id}")
     def get_user(user_id: int, who: Who) -> schemas.UserOut:
         with reading() as session:

@@ -55,6 +55,10 @@ class UserOut(BaseModel):
     is_admin: bool
 
 
+class UserListOut(BaseModel):
+    items: list[UserOut]
+
+
 class UserPatch(BaseModel):
     planned_lead_minutes: int | None = Field(
         None, ge=0, le=10080, description="N: minutes before a deadline that count as Planned"

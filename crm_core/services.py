@@ -136,6 +136,11 @@ def get_user(session: Session, user_id: int) -> User:
     return get_or_not_found(session, User, user_id, "user")
 
 
+def list_users(session: Session) -> list[User]:
+    """Everyone, by name: the colleagues one hands a card to, or acts for."""
+    return list(session.scalars(select(User).order_by(User.name, User.id)))
+
+
 def create_card(
     session: Session,
     *,

@@ -306,6 +306,7 @@ SELF_OR_ADMIN = {
     ("GET", "/api/users/{user_id}/counters"),  # and the user's managers
 }
 ANY_USER = {
+    ("GET", "/api/users"),
     ("GET", "/api/users/{user_id}"),
     ("GET", "/api/settings"),
     ("GET", "/api/departments"),

@@ -18,6 +18,17 @@ def test_requests_without_the_token_get_401(api: httpx.Client) -> None:
     assert wrong.json() == {"detail": "missing or wrong bearer token"}
 
 
+def test_the_users_are_listed_by_name(api: httpx.Client) -> None:
+    create_user(api, "zoe@example.com", "Zoe Weber")
+    create_user(api, "anna@example.com", "Anna Martin")
+    listed = api.get("/api/users")
+    assert listed.status_code == 200, listed.text
+    assert [(u["name"], u["email"]) for u in listed.json()["items"]] == [
+        ("Anna Martin", "anna@example.com"),
+        ("Zoe Weber", "zoe@example.com"),
+    ]
+
+
 def test_duplicate_user_is_a_409(api: httpx.Client) -> None:
     create_user(api, "anna@example.com")
     response = api.post("/api/users", json={"email": "ANNA@example.com", "name": "Again"})

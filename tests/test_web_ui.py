@@ -161,6 +161,10 @@ def test_an_administrator_sees_inbound_health_and_reprocesses(
     page.fill("#token", "test-token")
     page.click("#sign-in-form button[type=submit]")
     expect(page.locator("#me")).to_have_text("Administrator")
+    # (the administrator's token is no user's: whose counters to show is picked by name)
+    expect(page.locator("#counter-incoming")).to_have_count(0)
+    page.select_option("#acting-user", label="Bob <bob@example.com>")
+    expect(page.locator("#counter-incoming")).to_have_text("0")
     page.click("#nav-inbound")
     page.click('#inbound-tabs a[data-status="rejected"]')
 

@@ -9,7 +9,7 @@ import { showInbound } from "./inbound.js";
 import { showKanban } from "./kanban.js";
 
 const view = document.getElementById("view");
-const state = { me: null, refresh: null, events: null };
+const state = { me: null, refresh: null, events: null, acting: null };
 
 async function signIn(event) {
   event.preventDefault();
@@ -37,6 +37,7 @@ async function signIn(event) {
 
 function showSignIn() {
   state.me = null;
+  state.acting = null;
   if (state.events) state.events.close();
   state.events = null;
   document.getElementById("top").hidden = true;
@@ -84,17 +85,37 @@ async function refreshCounters() {
     }
   }
   if (state.me && state.me.admin && state.me.user_id == null) {
-    const input = h("input", {
-      id: "acting-user", type: "number", min: "1", placeholder: "user id",
-      value: actingUser() ?? "", title: "show the counters and unread marks of this user",
-    });
-    input.addEventListener("change", () => {
-      setActingUser(input.value);
-      refreshAll();
-    });
-    badges.push(h("label", { class: "acting" }, "Acting as ", input));
+    // made once per sign-in and kept: a refresh must not close it while it is used
+    state.acting = state.acting || (await actingChoice());
+    badges.push(h("label", { class: "acting" }, "Acting as ", state.acting));
   }
   replace(box, badges);
+}
+
+/** The administrator's token belongs to no user: a list of the users, by name, to see the
+ * counters and unread marks of one of them. */
+async function actingChoice() {
+  const select = h("select", {
+    id: "acting-user", title: "show the counters and unread marks of this user",
+  });
+  let users = [];
+  try {
+    users = (await get("/api/users")).items;
+  } catch (e) {
+    select.title = e.message;
+  }
+  const current = actingUser();
+  select.append(h("option", { value: "" }, "nobody"));
+  for (const user of users) {
+    const option = h("option", { value: String(user.id) }, `${user.name} <${user.email}>`);
+    option.selected = user.id === current;
+    select.append(option);
+  }
+  select.addEventListener("change", () => {
+    setActingUser(select.value);
+    refreshAll();
+  });
+  return select;
 }
 
 let pending = null;
