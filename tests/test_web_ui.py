@@ -15,7 +15,10 @@ import httpx
 import pytest
 
 from tests.browser import Page, expect, open_page, screenshot
+from tests.conftest import FakeClock
 from tests.helpers import archive_address, create_card, create_user, make_mail, send, wait_for
+from tests.test_calllog import card_with_phone
+from tests.test_payments import our_payment, payment_source, post_payment
 
 # Mail text is hostile input: the page must show it as text, never run it.
 HOSTILE = "<img src=x onerror=\"document.title='pwned'\"> Quote & <b>terms</b>"
@@ -187,3 +190,41 @@ def test_an_administrator_sees_inbound_health_and_reprocesses(
     page.click('#inbound-tabs a[data-status="processed"]')
     expect(row).to_have_attribute("data-status", "processed")
     expect(row.locator(f'a[href="#/card/{card["id"]}"]')).to_be_visible()
+
+
+@pytest.mark.usefixtures("worker")
+def test_an_unknown_payer_is_attached_from_the_page_and_the_card_shows_the_payment(
+    api: httpx.Client, page: Page, clock: FakeClock
+) -> None:
+    # Given a payment from a phone number no card has: it waits in the unmatched list
+    anna = create_user(api, "anna@example.com", "Anna Martin")
+    target = card_with_phone(api, anna["id"], "+33 1 40 00 00 00", title="Globex order")
+    hook = payment_source(api)
+    payment = our_payment("p-web", amount=1999, payer={"phone": "+44 20 7946 0958"})
+    assert post_payment(api, hook, payment, clock).status_code == 202
+    [item] = wait_for(lambda: api.get("/api/unmatched").json()["items"], what="unmatched")
+
+    # When the administrator finds it in Inbound health and attaches it to the card
+    page.goto("/ui/")
+    page.fill("#token", "test-token")
+    page.click("#sign-in-form button[type=submit]")
+    page.click("#nav-inbound")
+    page.click('#inbound-tabs a[data-status="unmatched"]')
+    row = page.locator(f'#inbound-list tr[data-inbound-id="{item["id"]}"]')
+    expect(row.locator(".reason")).not_to_be_empty()
+    row.locator("input").fill(str(target["id"]))
+    row.locator("button", has_text="Attach to card").click()
+
+    # Then it leaves the unmatched list, processed on that card
+    expect(page.locator("#inbound-list tr[data-status=unmatched]")).to_have_count(0)
+    page.click('#inbound-tabs a[data-status="processed"]')
+    expect(row).to_have_attribute("data-status", "processed")
+    row.locator(f'a[href="#/card/{target["id"]}"]').click()
+
+    # And the card page shows the payment: its amount as the server writes it, its status
+    expect(page.locator("#card-title")).to_have_text("Globex order")
+    entry = page.locator("#history .entry.payment")
+    expect(entry).to_have_count(1)
+    expect(entry.locator(".subject")).to_have_text("19.99 EUR · succeeded")
+    expect(entry).to_contain_text("p-web")
+    screenshot(page, "card-payment")
