@@ -50,13 +50,14 @@ from ingest.mailbox.addresses import encode_archive_address, hash_archive_token,
 from ingest.payments import webhook as payments_hook
 from ingest.payments.processing import place_payment
 from ingest.runtime import Runtime
-from ingest.sealing import Sealer
 from ingest.signatures import BadSignature
 from ingest.web import routes as web
 
 T = TypeVar("T")
-# A front door's accept: (sessions, sealer, request, now, default region) -> its answer.
-HookAccept = Callable[[sessionmaker[Session], Sealer, sources.HookRequest, datetime, str], T]
+# A front door's accept: (sessions, sources, request, now, default region) -> its answer.
+HookAccept = Callable[
+    [sessionmaker[Session], sources.SourceBook, sources.HookRequest, datetime, str], T
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ _ERROR_STATUS: dict[type[CoreError], int] = {
 def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastAPI:
     """The whole HTTP app; `clock` is injectable so tests can move time."""
     sessions, settings = runtime.sessions, runtime.settings
+    book = sources.SourceBook(sessions, runtime.sealer, settings.source_cache_seconds)
     app = FastAPI(
         title="CRM ingest",
         version="0.1.0",
@@ -320,6 +322,7 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         """Revoke: its hook answers 404 from now on."""
         with writing() as session:
             sources.revoke(session, source_id, clock())
+        book.forget(source_id)
         return Response(status_code=204)
 
     @app.post("/api/mailboxes", status_code=201, dependencies=admin)
@@ -380,8 +383,9 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         """Calls from a `calllog` source (our JSON, signed) or a `twilio_voice` source
         (Twilio's status callback, `X-Twilio-Signature`). Every call is stored before the
         answer; a batch with bad calls stores the good ones and lists the bad ones."""
-        accepted = await take_hook(calllog_hook.accept, request, source_id)
-        await run_in_threadpool(enqueue_all, calllog_hook.CHANNEL, accepted.ids)
+        accepted = await take_hook(
+            calllog_hook.accept, request, source_id, calllog_hook.CHANNEL, lambda a: a.ids
+        )
         return accepted
 
     @app.get("/hooks/chat/{source_id}", response_class=PlainTextResponse)
@@ -393,9 +397,7 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
     ) -> str:
         """Meta's verification request for a `whatsapp` source: the challenge, as text,
         when the verify token is right; 403 otherwise."""
-        return chat_hook.verify_subscription(
-            sessions, runtime.sealer, source_id, mode, token, challenge
-        )
+        return chat_hook.verify_subscription(book, source_id, mode, token, challenge)
 
     @app.post(
         "/hooks/chat/{source_id}",
@@ -408,8 +410,9 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         hook), `whatsapp` (Cloud API, `X-Hub-Signature-256`) or `twilio` (SMS and WhatsApp,
         `X-Twilio-Signature`) source. Each event is stored before the answer: 202 with the
         ids for the widget, 200 for WhatsApp (Meta wants 200), empty TwiML for Twilio."""
-        accepted = await take_hook(chat_hook.accept, request, source_id)
-        await run_in_threadpool(enqueue_all, chat_hook.CHANNEL, accepted.answer.ids)
+        accepted = await take_hook(
+            chat_hook.accept, request, source_id, chat_hook.CHANNEL, lambda a: a.answer.ids
+        )
         if accepted.kind == "twilio":
             return Response(TWIML_EMPTY, status_code=200, media_type="text/xml")
         code = 200 if accepted.kind == "whatsapp" else 202
@@ -428,22 +431,31 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         """Payments of orders from a `stripe` source (Stripe's events, `Stripe-Signature`;
         answered 200) or a `payment` source (our JSON, signed like the call-log hook;
         answered 202). Each event is stored before the answer."""
-        accepted = await take_hook(payments_hook.accept, request, source_id)
-        await run_in_threadpool(enqueue_all, payments_hook.CHANNEL, accepted.answer.ids)
+        accepted = await take_hook(
+            payments_hook.accept, request, source_id, payments_hook.CHANNEL, lambda a: a.answer.ids
+        )
         return JSONResponse(
             accepted.answer.model_dump(mode="json"), status_code=accepted.status_code
         )
 
-    async def take_hook(accept: HookAccept[T], request: Request, source_id: int) -> T:
-        """Verify and store a hook's request with its channel's `accept` (off the loop)."""
-        return await run_in_threadpool(
-            accept,
-            sessions,
-            runtime.sealer,
-            await hook_request(request, source_id),
-            clock(),
-            settings.default_region,
-        )
+    async def take_hook(
+        accept: HookAccept[T],
+        request: Request,
+        source_id: int,
+        channel: str,
+        ids_of: Callable[[T], list[int]],
+    ) -> T:
+        """Verify and store a hook's request with its channel's `accept`, then send what it
+        stored to the workers: one trip off the event loop for both."""
+        hook = await hook_request(request, source_id)
+        now = clock()
+
+        def take() -> T:
+            accepted = accept(sessions, book, hook, now, settings.default_region)
+            enqueue_all(channel, ids_of(accepted))
+            return accepted
+
+        return await run_in_threadpool(take)
 
     def enqueue_all(channel: str, ids: list[int]) -> None:
         inbound.hand_over(runtime.pipeline.enqueue, channel, ids)

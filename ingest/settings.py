@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     smtp_require_tls: bool = False
     # Seconds a database write may wait for a lock before the front door answers 451/503.
     db_lock_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    # Seconds an HTTP process keeps a webhook source it read (0: read it for each hook); a
+    # source revoked through another process still takes hooks here that long.
+    source_cache_seconds: Annotated[float, Field(ge=0, le=300)] = 5.0
 
     # Caps on a mail's files: larger ones are listed on the history entry as skipped, with why.
     max_attachment_bytes: Annotated[int, Field(ge=1)] = 20 * 1024 * 1024

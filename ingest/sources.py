@@ -9,14 +9,17 @@ secret is stored sealed (`ingest.sealing`), never shown again.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from crm_core.db import read_only
 from crm_core.errors import NotFound
 from crm_core.models import InboundItem, Source
 from ingest.errors import RejectedInput
@@ -111,6 +114,49 @@ def active(
     if source is None or source.revoked_at is not None or source.kind not in kinds:
         raise NotFound(f"no active source {source_id} for this hook")
     return ActiveSource(source.id, source.kind, dict(source.settings), sealer.unseal(source.sealed))
+
+
+class SourceBook:
+    """The live sources as the hooks of one HTTP app find them: read through a cache kept
+    `ttl` seconds, so a burst of hooks costs one database read per source, not one per
+    request. A revocation through this book (`forget`) counts at once; one made by another
+    process, within `ttl`. Secrets are unsealed when read, once per `ttl`."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        sealer: Sealer,
+        ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sessions = sessions
+        self._sealer = sealer
+        self._ttl = ttl
+        self._clock = clock
+        self._known: dict[int, tuple[float, ActiveSource]] = {}
+        self._lock = threading.Lock()
+
+    def active(self, source_id: int, kinds: tuple[str, ...]) -> ActiveSource:
+        """As `active`: NotFound, with the same message, for any source not live of `kinds`."""
+        now = self._clock()
+        with self._lock:
+            known = self._known.get(source_id)
+        if known is not None and known[0] > now:
+            source = known[1]
+        else:
+            with read_only(self._sessions) as session:
+                source = active(session, self._sealer, source_id, tuple(SECRET_SETTINGS))
+            if self._ttl > 0:
+                with self._lock:
+                    self._known[source_id] = (now + self._ttl, source)
+        if source.kind not in kinds:
+            raise NotFound(f"no active source {source_id} for this hook")
+        return source
+
+    def forget(self, source_id: int) -> None:
+        """Read this source again at its next hook (it was revoked here)."""
+        with self._lock:
+            self._known.pop(source_id, None)
 
 
 def hook_path(source: Source) -> str:

@@ -12,13 +12,11 @@ from datetime import datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_core import schemas
-from crm_core.db import read_only
 from crm_core.models import dedupe_key
 from ingest import inbound, sources
 from ingest.calllog import payloads
 from ingest.errors import RejectedInput
 from ingest.payloads import form_params
-from ingest.sealing import Sealer
 from ingest.signatures import check_timestamped, check_twilio
 
 CHANNEL = "call"
@@ -27,14 +25,13 @@ KINDS = ("calllog", "twilio_voice")
 
 def accept(
     sessions: sessionmaker[Session],
-    sealer: Sealer,
+    book: sources.SourceBook,
     request: sources.HookRequest,
     now: datetime,
     default_region: str,
 ) -> schemas.HookAccepted:
     """Verify and store; raises NotFound, BadSignature, RejectedInput or StoreUnavailable."""
-    with read_only(sessions) as session:
-        source = sources.active(session, sealer, request.source_id, KINDS)
+    source = book.active(request.source_id, KINDS)
     region = source.settings.get("default_region") or default_region
     if source.kind == "calllog":
         check_timestamped(

@@ -15,13 +15,11 @@ from datetime import datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_core import schemas
-from crm_core.db import read_only
 from crm_core.errors import Forbidden, InvalidInput
 from ingest import inbound, sources
 from ingest.chat import payloads
 from ingest.errors import RejectedInput
 from ingest.payloads import form_params
-from ingest.sealing import Sealer
 from ingest.signatures import BadSignature, check_hub, check_timestamped, check_twilio
 
 CHANNEL = "chat"
@@ -36,14 +34,13 @@ class Accepted:
 
 def accept(
     sessions: sessionmaker[Session],
-    sealer: Sealer,
+    book: sources.SourceBook,
     request: sources.HookRequest,
     now: datetime,
     default_region: str,
 ) -> Accepted:
     """Verify and store; raises NotFound, BadSignature, RejectedInput or StoreUnavailable."""
-    with read_only(sessions) as session:
-        source = sources.active(session, sealer, request.source_id, KINDS)
+    source = book.active(request.source_id, KINDS)
     region = source.settings.get("default_region") or default_region
     bad: list[schemas.HookRejection] = []
     ignored: list[str] = []
@@ -102,8 +99,7 @@ def accept(
 
 
 def verify_subscription(
-    sessions: sessionmaker[Session],
-    sealer: Sealer,
+    book: sources.SourceBook,
     source_id: int,
     mode: str | None,
     token: str | None,
@@ -111,8 +107,7 @@ def verify_subscription(
 ) -> str:
     """Meta's handshake when a webhook URL is saved: the challenge back if the verify token
     is the source's (compared in constant time), else Forbidden."""
-    with read_only(sessions) as session:
-        source = sources.active(session, sealer, source_id, ("whatsapp",))
+    source = book.active(source_id, ("whatsapp",))
     expected = source.secrets["verify_token"].encode()
     if mode != "subscribe" or not hmac.compare_digest((token or "").encode(), expected):
         raise Forbidden("hub.mode must be subscribe and hub.verify_token the source's token")

@@ -17,11 +17,9 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_core import schemas
-from crm_core.db import read_only
 from crm_core.models import dedupe_key
 from ingest import inbound, sources
 from ingest.payments import payloads
-from ingest.sealing import Sealer
 from ingest.signatures import check_stripe, check_timestamped
 
 CHANNEL = "payment"
@@ -36,14 +34,13 @@ class Accepted:
 
 def accept(
     sessions: sessionmaker[Session],
-    sealer: Sealer,
+    book: sources.SourceBook,
     request: sources.HookRequest,
     now: datetime,
     default_region: str,
 ) -> Accepted:
     """Verify and store; raises NotFound, BadSignature, RejectedInput or StoreUnavailable."""
-    with read_only(sessions) as session:
-        source = sources.active(session, sealer, request.source_id, KINDS)
+    source = book.active(request.source_id, KINDS)
     region = source.settings.get("default_region") or default_region
     if source.kind == "stripe":
         check_stripe(
