@@ -62,7 +62,7 @@ def noop_drain_rate(url: str, messages: int) -> float:
                 done.set()
 
     pipeline = declare_actors(
-        broker, make_session_factory(make_engine("sqlite://")), 3, {"noop": noop}
+        broker, make_session_factory(make_engine("sqlite://")), 3, {"noop": noop}, guarded=False
     )
     for n in range(messages):
         pipeline.enqueue("noop", n)

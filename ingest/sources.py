@@ -134,6 +134,8 @@ class SourceBook:
         self._ttl = ttl
         self._clock = clock
         self._known: dict[int, tuple[float, ActiveSource]] = {}
+        # Bumped by `forget`: a read that began before it must not be kept after it.
+        self._forgotten: dict[int, int] = {}
         self._lock = threading.Lock()
 
     def active(self, source_id: int, kinds: tuple[str, ...]) -> ActiveSource:
@@ -141,22 +143,25 @@ class SourceBook:
         now = self._clock()
         with self._lock:
             known = self._known.get(source_id)
+            generation = self._forgotten.get(source_id, 0)
         if known is not None and known[0] > now:
             source = known[1]
         else:
             with read_only(self._sessions) as session:
                 source = active(session, self._sealer, source_id, tuple(SECRET_SETTINGS))
-            if self._ttl > 0:
-                with self._lock:
+            with self._lock:
+                if self._ttl > 0 and self._forgotten.get(source_id, 0) == generation:
                     self._known[source_id] = (now + self._ttl, source)
         if source.kind not in kinds:
             raise NotFound(f"no active source {source_id} for this hook")
         return source
 
     def forget(self, source_id: int) -> None:
-        """Read this source again at its next hook (it was revoked here)."""
+        """Read this source again at its next hook (it was revoked here), including a read
+        already under way."""
         with self._lock:
             self._known.pop(source_id, None)
+            self._forgotten[source_id] = self._forgotten.get(source_id, 0) + 1
 
 
 def hook_path(source: Source) -> str:

@@ -424,7 +424,7 @@ def test_a_new_uidvalidity_reads_the_folder_again_without_duplicates(
         assert list(flags(imap, "Archive").values()) == ["\\Seen"] * 3
 
 
-def test_idle_picks_a_new_message_up_within_two_seconds(
+def test_idle_picks_a_new_message_up_without_waiting_for_the_poll(
     api: httpx.Client,
     runtime: Runtime,
     dovecot: Dovecot,

@@ -4,6 +4,8 @@ period; the kinds a hook takes are checked on every request."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from crm_core.db import unit_of_work
@@ -77,3 +79,24 @@ def test_a_cached_source_is_still_refused_to_a_hook_of_another_kind(runtime: Run
         book.active(source_id, ("calllog", "twilio_voice"))
     with pytest.raises(NotFound):
         book.active(2**40, ("calllog",))  # an id no database integer holds
+
+
+def test_a_revocation_while_a_hook_reads_the_source_is_not_undone_by_that_read(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    book = sources.SourceBook(runtime.sessions, runtime.sealer, ttl=5, clock=Ticks())
+    source_id = new_source(runtime)
+    read = sources.active
+
+    def revoked_meanwhile(*args: Any) -> sources.ActiveSource:
+        found = read(*args)  # the hook's read sees the source still live...
+        revoke_elsewhere(runtime, source_id)  # ...and the app's DELETE commits and forgets
+        book.forget(source_id)
+        return found
+
+    monkeypatch.setattr(sources, "active", revoked_meanwhile)
+    assert book.active(source_id, ("calllog",)).id == source_id  # that hook raced it
+    monkeypatch.setattr(sources, "active", read)
+    # The next hook is refused: the racing read was not kept
+    with pytest.raises(NotFound):
+        book.active(source_id, ("calllog",))

@@ -85,36 +85,48 @@ async function refreshCounters() {
     }
   }
   if (state.me && state.me.admin && state.me.user_id == null) {
-    // made once per sign-in and kept: a refresh must not close it while it is used
-    state.acting = state.acting || (await actingChoice());
-    badges.push(h("label", { class: "acting" }, "Acting as ", state.acting));
+    badges.push(h("label", { class: "acting" }, "Acting as ", await actingChoice()));
   }
   replace(box, badges);
 }
 
+const ACTING_TITLE = "show the counters and unread marks of this user";
+
 /** The administrator's token belongs to no user: a list of the users, by name, to see the
- * counters and unread marks of one of them. */
+ * counters and unread marks of one of them. One element per sign-in, its options fetched
+ * again at each refresh (new users appear) unless it is in use. */
 async function actingChoice() {
-  const select = h("select", {
-    id: "acting-user", title: "show the counters and unread marks of this user",
-  });
-  let users = [];
+  const signedIn = state.me;
+  if (!state.acting) {
+    const created = h("select", { id: "acting-user", title: ACTING_TITLE },
+      h("option", { value: "" }, "nobody"));
+    created.addEventListener("change", () => {
+      setActingUser(created.value);
+      refreshAll();
+    });
+    state.acting = created;
+  }
+  const select = state.acting;
+  if (document.activeElement === select) return select;
+  let users;
   try {
     users = (await get("/api/users")).items;
+    select.title = ACTING_TITLE;
   } catch (e) {
-    select.title = e.message;
+    select.title = `the users could not be listed: ${e.message}`;
+    return select; // the options it has, until a refresh succeeds
   }
+  if (state.me !== signedIn || document.activeElement === select) return select;
   const current = actingUser();
-  select.append(h("option", { value: "" }, "nobody"));
+  const options = [h("option", { value: "" }, "nobody")];
   for (const user of users) {
-    const option = h("option", { value: String(user.id) }, `${user.name} <${user.email}>`);
-    option.selected = user.id === current;
-    select.append(option);
+    options.push(h("option", { value: String(user.id) }, `${user.name} <${user.email}>`));
   }
-  select.addEventListener("change", () => {
-    setActingUser(select.value);
-    refreshAll();
-  });
+  if (current != null && !users.some((user) => user.id === current)) {
+    options.push(h("option", { value: String(current) }, `user #${current}`));
+  }
+  replace(select, options);
+  select.value = current == null ? "" : String(current);
   return select;
 }
 
