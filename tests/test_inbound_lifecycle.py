@@ -396,3 +396,28 @@ def test_an_attempt_past_its_time_limit_is_recorded_as_a_failure(runtime: Runtim
     item = inbound.load(runtime.sessions, item_id)
     assert item is not None and item.attempts == 1 and item.status == "received"
     assert item.error == "TimeLimitExceeded: attempt took too long"
+
+
+def test_the_loop_count_stops_at_the_limit(runtime: Runtime) -> None:
+    # Given five processed mails from one sender to one address, and a sixth
+    ids = inbound.store(
+        runtime.sessions,
+        [
+            inbound.NewInput(channel="email", raw=b"x", dedupe_key=f"loop-{n}", recipient="r")
+            for n in range(6)
+        ],
+    )
+    with unit_of_work(runtime.sessions) as session:
+        session.execute(
+            update(InboundItem)
+            .where(InboundItem.id.in_(ids[:5]))
+            .values(status="processed", sender="a@x")
+        )
+    since = utcnow() - timedelta(hours=2)
+    with unit_of_work(runtime.sessions) as session:
+        sixth = session.get(InboundItem, ids[5])
+        assert sixth is not None
+        # Then the count says all five when the limit is above, and stops at a lower limit
+        assert inbound.recent_from(session, sixth, "a@x", since, 20) == 5
+        assert inbound.recent_from(session, sixth, "a@x", since, 3) == 3
+        assert inbound.recent_from(session, sixth, "b@x", since, 20) == 0

@@ -107,7 +107,7 @@ def _held_as_loop(
 ) -> bool:
     if item.meta.get("released"):  # an operator re-processed it after the hold
         return False
-    recent = inbound.recent_from(session, item, sender, now - loops.window)
+    recent = inbound.recent_from(session, item, sender, now - loops.window, loops.count)
     if recent < loops.count:
         return False
     reason = (
