@@ -262,8 +262,11 @@ def card_for_archive_token(session: Session, token_hash: str, now: datetime) -> 
 
 def lock_card(session: Session, card_id: int) -> Card:
     """The card, locked until the transaction ends: what is counted or written for it
-    meanwhile is serialized with the other inputs of that card."""
-    card = session.scalar(select(Card).where(Card.id == card_id).with_for_update())
+    meanwhile is serialized with the other inputs of that card. Its contacts load when used
+    (not with the lock: two more queries each time otherwise)."""
+    card = session.scalar(
+        select(Card).where(Card.id == card_id).options(lazyload(Card.contacts)).with_for_update()
+    )
     if card is None:
         raise NotFound(f"card {card_id} does not exist")
     return card
