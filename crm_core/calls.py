@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session
 
 from crm_core import activities, focus, services
 from crm_core.errors import NotFound
@@ -93,11 +93,7 @@ def record_call(
         card_id = card_for_contact(session, contact.id)
         if card_id is None:
             return Placed(None, contact.id, created=False)
-    card = session.scalar(
-        select(Card).where(Card.id == card_id).options(lazyload(Card.contacts)).with_for_update()
-    )
-    if card is None:
-        raise NotFound(f"card {card_id} does not exist")
+    card = services.lock_card(session, card_id)
     existing = session.scalar(
         select(HistoryEntry.id).where(
             HistoryEntry.card_id == card.id, HistoryEntry.dedupe_key == call.dedupe_key

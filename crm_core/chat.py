@@ -10,14 +10,12 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session
 
 from crm_core import activities, services
 from crm_core.calls import Placed, card_for_contact, employee
-from crm_core.errors import NotFound
 from crm_core.models import (
     Activity,
-    Card,
     ChatMessage,
     Contact,
     ContactEmail,
@@ -140,11 +138,7 @@ def record_message(
         card_id = card_for_contact(session, contact.id) if contact is not None else None
         if card_id is None:
             return Placed(None, contact.id if contact else None, created=False)
-    card = session.scalar(
-        select(Card).where(Card.id == card_id).options(lazyload(Card.contacts)).with_for_update()
-    )
-    if card is None:
-        raise NotFound(f"card {card_id} does not exist")
+    card = services.lock_card(session, card_id)
     contact_id = contact.id if contact else None
     existing = session.scalar(
         select(HistoryEntry.id).where(

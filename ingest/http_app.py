@@ -319,7 +319,8 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
 
     @app.delete("/api/sources/{source_id}", status_code=204, dependencies=admin)
     def revoke_source(source_id: int) -> Response:
-        """Revoke: its hook answers 404 from now on."""
+        """Revoke: its hook answers 404 from now on (through other HTTP processes, within
+        CRM_SOURCE_CACHE_SECONDS)."""
         with writing() as session:
             sources.revoke(session, source_id, clock())
         book.forget(source_id)
