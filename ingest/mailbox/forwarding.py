@@ -1,278 +1,31 @@
 """Forward detection: which part of a mail is the customer's original message.
 
-Reads the text body the way a person does: the first (outermost) forward marker or
-localised header block ("From:/De :/Von:/מאת:…"), the header lines under it, the body after
-it; what the user wrote above it is their note. Dates are read by `dateparser` (the only
-import of it), in any language.
+Reads the body the way a person does, by the shape of the forwarded header block, in any
+language: 2 to 8 "label: value" fields (one per line, or run together on one line), where
+one field holds an address (the sender) and another reads as a date. Known labels
+(`forward_hints`) only rank fields and name the date's language. Text above is the note.
 """
 
 from __future__ import annotations
 
-import functools
 import re
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import getaddresses, parsedate_to_datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from email.utils import getaddresses
 
-import dateparser
+from ingest.mailbox.dates import looks_like_date, parse_date
+from ingest.mailbox.forward_hints import (
+    FORWARD_PHRASES,
+    FORWARD_PREFIXES,
+    LABEL_FIELD,
+    LABEL_LANGUAGES,
+    REPLY_PREFIXES,
+)
+from ingest.mailbox.html_text import html_to_text
 
 Address = tuple[str, str]
 
-# Header labels of forwarded blocks, by field, in the languages users write (lower case).
-LABELS: dict[str, tuple[str, ...]] = {
-    "from": (
-        "from",
-        "de",
-        "von",
-        "de la",
-        "expeditorul",
-        "expeditor",
-        "מאת",
-        "от",
-        "від",
-        "od",
-        "da",
-        "van",
-        "från",
-        "fra",
-        "lähettäjä",
-        "feladó",
-        "kimden",
-        "差出人",
-        "送信者",
-        "saatja",
-        "afsender",
-        "avsender",
-        "napsal",
-        "šalje",
-        "pošiljatelj",
-        "nadawca",
-        "remetente",
-        "mittente",
-        "verzender",
-        "lähettäjä",
-        "kimden",
-        "gönderen",
-        "odesílatel",
-        "odosielateľ",
-        "від кого",
-        "отправитель",
-        "saatja",
-        "frá",
-    ),
-    "date": (
-        "date",
-        "sent",
-        "envoyé",
-        "envoyé le",
-        "gesendet",
-        "datum",
-        "enviado",
-        "fecha",
-        "trimis",
-        "dată",
-        "data",
-        "נשלח",
-        "תאריך",
-        "отправлено",
-        "дата",
-        "надіслано",
-        "wysłano",
-        "inviato",
-        "verzonden",
-        "skickat",
-        "sendt",
-        "lähetetty",
-        "päivämäärä",
-        "elküldve",
-        "dátum",
-        "gönderildi",
-        "tarih",
-        "送信日時",
-        "日付",
-        "odesláno",
-        "odoslané",
-        "poslano",
-        "saadetud",
-        "kuupäev",
-        "enviada",
-        "sendt den",
-        "skickat den",
-    ),
-    "to": (
-        "to",
-        "à",
-        "a",
-        "an",
-        "para",
-        "către",
-        "destinatarul",
-        "destinatar",
-        "אל",
-        "кому",
-        "do",
-        "aan",
-        "till",
-        "til",
-        "vastaanottaja",
-        "címzett",
-        "kime",
-        "alıcı",
-        "宛先",
-        "komu",
-        "prima",
-        "kellele",
-        "adressat",
-        "mottagare",
-        "pour",
-    ),
-    "cc": (
-        "cc",
-        "kopie",
-        "kopie (cc)",
-        "cópia",
-        "copia",
-        "cópia (cc)",
-        "עותק",
-        "копия",
-        "копія",
-        "dw",
-        "kopia",
-        "kopio",
-        "másolat",
-        "bilgi",
-        "kopi",
-        "kopie (cc)",
-        "cc (kopie)",
-        "ccn",
-        "másolatot kap",
-        "koopia",
-        "copie",
-        "copie à",
-    ),
-    "subject": (
-        "subject",
-        "objet",
-        "betreff",
-        "asunto",
-        "subiect",
-        "subiectul",
-        "נושא",
-        "тема",
-        "temat",
-        "oggetto",
-        "onderwerp",
-        "ämne",
-        "emne",
-        "aihe",
-        "tárgy",
-        "konu",
-        "件名",
-        "assunto",
-        "předmět",
-        "predmet",
-        "teema",
-        "efni",
-        "sujet",
-    ),
-}
-_LABEL_FIELD = {label: name for name, labels in LABELS.items() for label in labels}
-
-# "---------- Forwarded message ----------" and its relatives ("Begin forwarded message:").
-FORWARD_PHRASES = (
-    "forwarded message",
-    "original message",
-    "begin forwarded message",
-    "message transféré",
-    "message transmis",
-    "message d'origine",
-    "début du message réexpédié",
-    "début du message transféré",
-    "weitergeleitete nachricht",
-    "ursprüngliche nachricht",
-    "anfang der weitergeleiteten nachricht",
-    "mensaje reenviado",
-    "mensaje original",
-    "inicio del mensaje reenviado",
-    "mesaj redirecționat",
-    "mesajul redirecționat",
-    "începe mesajul redirecționat",
-    "mesaj original",
-    "mesaj transmis",
-    "mesaj redirecţionat",
-    "הודעה שהועברה",
-    "הודעה מקורית",
-    "пересланное сообщение",
-    "исходное сообщение",
-    "переслане повідомлення",
-    "оригінальне повідомлення",
-    "wiadomość przekazana",
-    "przekazana wiadomość",
-    "oryginalna wiadomość",
-    "messaggio inoltrato",
-    "messaggio originale",
-    "inizio messaggio inoltrato",
-    "doorgestuurd bericht",
-    "oorspronkelijk bericht",
-    "begin doorgestuurd bericht",
-    "vidarebefordrat meddelande",
-    "ursprungligt meddelande",
-    "videresendt meddelelse",
-    "oprindelig meddelelse",
-    "videresendt melding",
-    "opprinnelig melding",
-    "välitetty viesti",
-    "alkuperäinen viesti",
-    "továbbított üzenet",
-    "eredeti üzenet",
-    "iletilen ileti",
-    "özgün ileti",
-    "orijinal mesaj",
-    "転送されたメッセージ",
-    "元のメッセージ",
-    "mensagem encaminhada",
-    "mensagem original",
-    "přeposlaná zpráva",
-    "původní zpráva",
-    "preposlaná správa",
-    "pôvodná správa",
-    "proslijeđena poruka",
-    "izvorna poruka",
-    "edastatud kiri",
-    "algne kiri",
-    "forwarded message:",
-)
-_PHRASE_RE = re.compile(
-    r"^[\s>*_\-–—=]*(?:" + "|".join(re.escape(p) for p in FORWARD_PHRASES) + r")[\s:*_\-–—=]*",
-    re.IGNORECASE,
-)
-# Reply-style quoting ("On <date>, <name> <address> wrote:") in the languages above.
-_WROTE_RE = re.compile(
-    r"^(?:on|le|am|el|în|il|op|em|dne|den|w dniu|dana|kl\.|в|)\s*(?P<date>.+?),?\s+"
-    r"(?P<who>[^,<]*?<?[\w.+\-']+@[\w.\-]+>?)\s+"
-    r"(?:wrote|a écrit|schrieb|escribió|a scris|ha scritto|schreef|escreveu|napsal|"
-    r"napisał|написал|написав|skrev|kirjoitti|írta|yazdı|כתב|napisao|kirjutas)\s*:?\s*$",
-    re.IGNORECASE,
-)
-_WROTE_VERB_FIRST_RE = re.compile(
-    r"^(?:am|el|dne)\s+(?P<date>.+?),?\s+(?:schrieb|escribió|napsal)\s+"
-    r"(?P<who>.+?@[\w.\-]+>?)\s*:?\s*$",
-    re.IGNORECASE,
-)
-_HEADER_RE = re.compile(
-    r"^\s*\*?(?P<label>[^\W\d_][^:：]{0,24}?)\s*\*?\s*[:：]\s*\*?\s*(?P<value>.*)$"
-)
-_FORWARD_SUBJECT = re.compile(
-    r"^\s*(?:fwd?|fw|tr|wg|rv|enc|i|vs|vb|doorst|pd|prs|trs|redir\.?|továbbítás|ilt|"
-    r"пересл|fwd?\s*\[\d+\]|转发|転送|העבר)\s*[:：]",
-    re.IGNORECASE,
-)
-_REPLY_ONLY = re.compile(r"^\s*(?:re|aw|sv|odp|ynt|atb|res|antw|rif|r|ответ|השב)\s*[:：]", re.I)
-_REPLY_PREFIX = re.compile(
-    r"^\s*(?:(?:re|aw|sv|vs|odp|ynt|atb|res|ref|antw|rif|r|tr|fwd?|fw|wg|rv|enc|i|pd|"
-    r"doorst|redir\.?)\s*[:：]\s*)+",
-    re.IGNORECASE,
-)
+MAX_FIELDS = 8
 
 
 @dataclass(frozen=True)
@@ -289,58 +42,80 @@ class Original:
     cc: list[Address] = field(default_factory=list)
 
 
+# --- subjects ----------------------------------------------------------------------------
+
+# A subject prefix: one short word (or "Fwd[2]", "Пересл.") and a colon, in any script.
+_PREFIX = re.compile(r"^\s*(?P<word>[^\W\d_]{1,12}(?:\.|\s?[\[(]\d+[\])])?)\s*[:：]\s*")
+
+
+def _prefix_word(subject: str) -> str | None:
+    match = _PREFIX.match(subject)
+    return match.group("word").lower().rstrip(".") if match else None
+
+
 def is_forward_subject(subject: str) -> bool:
-    return bool(_FORWARD_SUBJECT.match(subject))
+    """A forward prefix: a known one, or any short word and colon that is not a reply's."""
+    word = _prefix_word(subject)
+    return word is not None and (word in FORWARD_PREFIXES or word not in REPLY_PREFIXES)
+
+
+def _is_reply_subject(subject: str) -> bool:
+    word = _prefix_word(subject)
+    return word is not None and re.sub(r"[\[(]\d+[\])]", "", word).strip() in REPLY_PREFIXES
 
 
 def strip_subject_prefixes(subject: str) -> str:
-    return _REPLY_PREFIX.sub("", subject).strip()
+    """The subject without its forward and reply prefixes: known ones however many, then
+    one unknown short word and colon ("Videresend:", "Továbbítás:") if nothing was known."""
+    stripped = subject.strip()
+    known = False
+    while (word := _prefix_word(stripped)) is not None:
+        bare = re.sub(r"[\[(]\d+[\])]", "", word).strip()
+        if bare not in FORWARD_PREFIXES and bare not in REPLY_PREFIXES:
+            if known:
+                break
+            known = True  # one unknown prefix at most
+        else:
+            known = True
+        rest = _PREFIX.sub("", stripped, count=1).strip()
+        if not rest:
+            break
+        stripped = rest
+    return stripped
 
 
-def find_original(text: str, subject: str, timezone: str = "UTC") -> Original | None:
-    """The outermost forwarded message in `text`, or None if the mail is not a forward.
-
-    `timezone` reads dates that carry no offset (the forwarder's own local time). Under a
-    reply subject ("Re:") a quoted message is the mail being answered: no forward. Markers
-    quoted with ">" count only when no unquoted one is found (Apple Mail quotes its whole
-    forward; a reply quoting an older forward does not make the mail a forward).
-    """
-    if bool(_REPLY_ONLY.match(subject)) and not is_forward_subject(subject):
-        return None
-    lines = _normalise(text).split("\n")
-    for allow_quoted in (False, True):
-        for index, line in enumerate(lines):
-            if not allow_quoted and line.lstrip().startswith(">"):
-                continue
-            found = _forward_at(lines, index, subject, timezone)
-            if found is not None and found.sender is not None:
-                return _with_note(found, lines[:index])
-    return None
+def _subject_forms(subject: str) -> set[str]:
+    """The outer subject after each of its first colons: one of these is the original's."""
+    forms = {_norm(subject)}
+    rest = subject
+    for _ in range(3):
+        _head, colon, rest = rest.partition(":")
+        if not colon:
+            break
+        forms.add(_norm(rest))
+    forms.add(_norm(strip_subject_prefixes(subject)))
+    return {form for form in forms if form}
 
 
-def _forward_at(lines: list[str], index: int, subject: str, timezone: str) -> Original | None:
-    """The forward that starts at line `index`, if one does."""
-    line = lines[index]
-    bare = _unquote(line)
-    if _PHRASE_RE.match(bare) and _is_marker_line(bare):
-        inline = _PHRASE_RE.sub("", bare, count=1).strip()
-        rest = ([inline] if inline else []) + lines[index + 1 :]
-        found = _header_block(rest, line, subject, timezone)
-        if found is not None:
-            return found
-    if _field_of(bare) == "from" and _looks_like_header_block(lines, index):
-        return _header_block(lines[index:], line, subject, timezone)
-    wrote = _WROTE_RE.match(bare.strip()) or _WROTE_VERB_FIRST_RE.match(bare.strip())
-    if wrote and _outlook_quoted_forward(lines, index, subject):
-        return _wrote_block(wrote, lines[index + 1 :], subject, timezone)
-    return None
+def _norm(text: str) -> str:
+    return " ".join(text.split()).casefold()
 
 
-# --- markers ---------------------------------------------------------------------------
-
+# --- lines -------------------------------------------------------------------------------
 
 # Invisible format characters clients put before markers (BOM, zero-width, bidi marks).
 _INVISIBLE = re.compile("[\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_FIELD = re.compile(
+    r"^\s*[*_]*(?P<label>[^\W\d_][^:：<>@\[\]\t\"\d]{0,31}?)[*_]*\s*[:：][*_]*(?P<value>.*)$"
+)
+# A separator line: words between dashes ("-------- Videresendt melding --------"), a rule
+# ("________"), or a known phrase; anything after it on the line is the header block.
+_DASHED = re.compile(r"^\s*[-_=–—]{2,}(?P<words>[^-_=–—]{0,80}?)[-_=–—]{2,}\s*(?P<rest>.*)$")
+_PHRASE = re.compile(
+    r"^[\s*_\-–—=]*(?:" + "|".join(re.escape(p) for p in FORWARD_PHRASES) + r")[\s:*_\-–—=]*",
+    re.IGNORECASE,
+)
+_EMAIL = re.compile(r"[\w.+\-'=/!#$%&*?^`{|}~]+@[\w\-]+(?:\.[\w\-]+)+")
 
 
 def _normalise(text: str) -> str:
@@ -351,112 +126,392 @@ def _unquote(line: str) -> str:
     return re.sub(r"^\s*(?:>\s?)+", "", line)
 
 
-def _is_marker_line(line: str) -> bool:
-    """A phrase line, not a sentence that happens to contain the words."""
-    stripped = line.strip()
-    return len(stripped) < 80 or bool(_HEADER_RE.match(_PHRASE_RE.sub("", stripped, count=1)))
+@dataclass
+class _Field:
+    label: str
+    value: str
+
+    @property
+    def hint(self) -> str | None:
+        return LABEL_FIELD.get(self.label.lower())
 
 
-def _field_of(line: str) -> str | None:
-    match = _HEADER_RE.match(line)
+def _field(line: str) -> _Field | None:
+    """A "label: value" line; a label is one to four words, not a URL or a prefix."""
+    match = _FIELD.match(line)
     if not match:
         return None
-    return _LABEL_FIELD.get(match.group("label").strip().strip("*").lower())
+    label = " ".join(match.group("label").split()).strip("*_ ")
+    words = label.split()
+    if not words or len(words) > 4 or label.lower() in ("http", "https", "mailto"):
+        return None
+    value = match.group("value").strip().strip("*_").strip()
+    return _Field(label, value)
 
 
-def _looks_like_header_block(lines: list[str], index: int) -> bool:
-    """A From line followed closely by other header labels (date, subject or to)."""
-    seen = set()
-    for line in lines[index + 1 : index + 8]:
-        name = _field_of(_unquote(line))
-        if name:
-            seen.add(name)
-    return bool(seen & {"date", "subject"}) and bool(seen & {"date", "subject", "to"})
+def _separator(line: str) -> str | None:
+    """The rest of a separator line (may be ""), or None if it is not one."""
+    dashed = _DASHED.match(line)
+    if dashed:
+        return dashed.group("rest")
+    phrase = _PHRASE.match(line)
+    if phrase and len(line.strip()) < 80:
+        return line[phrase.end() :]
+    return None
 
 
-def _outlook_quoted_forward(lines: list[str], index: int, subject: str) -> bool:
-    """Outlook desktop forwards as a quoted reply: an unindented "On … wrote:" line, then an
-    indented body, under a forward subject. Anything else of that shape is a reply."""
-    if not is_forward_subject(subject) or lines[index][:1] in (" ", "\t", ">"):
+# --- finding the forward -----------------------------------------------------------------
+
+
+def find_original(
+    text: str, subject: str, timezone: str = "UTC", html: str = ""
+) -> Original | None:
+    """The outermost forwarded message in `text` (else in `html`, read by its tree), or
+    None if the mail is not a forward.
+
+    `timezone` reads dates that carry no offset (the forwarder's local time). Under a reply
+    subject ("Re:") a quoted message is the mail being answered: no forward. Blocks quoted
+    with ">" count only when no unquoted one is found (Apple Mail quotes its whole forward;
+    a reply quoting an older forward does not make the mail a forward).
+    """
+    if _is_reply_subject(subject):
+        return None
+    found = _scan(_normalise(text).split("\n"), subject, timezone)
+    if found is None and html and is_forward_subject(subject):
+        found = _scan(_normalise(html_to_text(html)).split("\n"), subject, timezone)
+    return found
+
+
+def _scan(lines: list[str], subject: str, timezone: str) -> Original | None:
+    forms = _subject_forms(subject)
+    for quoted in (False, True):
+        view = [_unquote(line) for line in lines] if quoted else lines
+        for index, line in enumerate(lines):
+            if line.lstrip().startswith(">") != quoted:
+                continue
+            found = _forward_at(view, index, subject, forms, timezone)
+            if found is not None:
+                return found
+    return None
+
+
+def _forward_at(
+    lines: list[str], index: int, subject: str, forms: set[str], timezone: str
+) -> Original | None:
+    """The forward that starts at line `index`, if one does."""
+    line = lines[index]
+    rest = _separator(line)
+    if rest is not None:
+        after = lines[index + 1 :]
+        if rest.strip():
+            after = [rest, *after]
+        while after and not after[0].strip():
+            after = after[1:]
+        found = _block(after, forms, timezone, marker=True)
+        return _with_note(found, lines[:index])
+    if _field(line) is not None:
+        marker = _marker_above(lines, index)
+        found = _block(lines[index:], forms, timezone, marker)
+        if found is not None:
+            before = lines[:index]
+            if marker:
+                while before and not before[-1].strip():
+                    before = before[:-1]
+                before = before[:-1]  # "Begin forwarded message:" in any language
+            return _with_note(found, before)
+    quoted = _quote_header(lines, index, subject, timezone)
+    return _with_note(quoted, lines[:index])
+
+
+def _marker_above(lines: list[str], index: int) -> bool:
+    """A short line ending with a colon just above the block ("Begin forwarded message:")."""
+    above = index - 1
+    while above >= 0 and not lines[above].strip() and above >= index - 2:
+        above -= 1
+    if above < 0 or not lines[above].strip():
         return False
-    body = [line for line in lines[index + 1 :] if line.strip()]
-    return bool(body) and all(line.startswith(("    ", "\t")) for line in body[:3])
+    text = lines[above].strip()
+    return (text.endswith((":", "：")) and len(text) <= 60 and _field(text) is None) or (
+        _separator(text) is not None
+    )
 
 
-# --- blocks ----------------------------------------------------------------------------
+# --- the header block --------------------------------------------------------------------
 
 
-def _header_block(lines: list[str], marker: str, subject: str, timezone: str) -> Original | None:
-    first = next((line for line in lines if line.strip()), "")
-    quoted = marker.lstrip().startswith(">") or first.lstrip().startswith(">")
-    lines = [_unquote(line) if quoted else line for line in lines]
-    # Yahoo runs the header lines together: split "…>À : …Envoyé : …" on known labels.
-    lines = [part for line in lines for part in _split_run_together(line)]
-    fields: dict[str, str] = {}
+def _block(lines: list[str], forms: set[str], timezone: str, marker: bool) -> Original | None:
+    """Read the header block at the top of `lines` and the body under it."""
+    if not lines:
+        return None
+    first = _field(lines[0])
+    if first is None:
+        return None
+    if len(_inline_labels(lines[0])) >= 2:  # Yahoo: the whole block on one line
+        fields, body_start = _one_line(lines[0], forms)
+        body = [body_start, *lines[1:]] if body_start.strip() else lines[1:]
+    else:
+        fields, end = _fields(lines)
+        body = lines[end:]
+    return _classify(fields, body, forms, timezone, marker)
+
+
+def _fields(lines: list[str]) -> tuple[list[_Field], int]:
+    fields: list[_Field] = []
     index = 0
-    while index < len(lines) and not lines[index].strip():
-        index += 1
-    last = None
-    while index < len(lines):
+    while index < len(lines) and len(fields) < MAX_FIELDS:
         line = lines[index]
         if not line.strip():
+            ahead = index + 1
+            while ahead < len(lines) and ahead <= index + 2 and not lines[ahead].strip():
+                ahead += 1
+            if not _complete(fields) and ahead < len(lines) and _field(lines[ahead]):
+                index = ahead  # a blank line inside a block not yet complete (HTML spacing)
+                continue
             break
-        name = _field_of(line)
-        if name and name not in fields:
-            match = _HEADER_RE.match(line)
-            assert match is not None
-            fields[name] = match.group("value").strip()
-            last = name
-        elif last in ("to", "cc") and "@" in line and not _field_of(line):
-            fields[last] += " " + line.strip()  # a recipient list wrapped on the next line
-        elif not name:
+        found = _field(line)
+        if found is None:
+            if fields and "@" in fields[-1].value and _EMAIL.search(line) and len(line) < 200:
+                fields[-1].value += " " + line.strip()  # a recipient list wrapped
+                index += 1
+                continue
             break
+        if fields and fields[-1].hint == "subject" and found.hint is None:  # noqa: SIM102
+            if not _EMAIL.search(found.value):
+                break  # the body's first line ("Note: …") right under the subject
+        fields.append(found)
         index += 1
-    if "from" not in fields:
+    return fields, index
+
+
+def _complete(fields: list[_Field]) -> bool:
+    return any(_EMAIL.search(f.value) for f in fields) and any(
+        looks_like_date(f.value) for f in fields
+    )
+
+
+# One word and a colon inside a line, after a space, ">", a quote or a digit ("UTC+1Objet :").
+_INLINE = re.compile(r"(?:^|(?<=[\s>\"'»)\]\d;,]))(?P<label>[^\W\d_]+)\s?[:：](?=\s|$)")
+# A label glued to the end of the previous value ("…09:26:50 CETSubiect:"): its capital.
+_GLUED = re.compile(r"(?<=[^\W\d_])(?=[^\W\d_a-z][^\W\d_A-Z]+$)")
+
+
+@dataclass(frozen=True)
+class _Cut:
+    start: int  # where the label starts
+    end: int  # where its value starts (after the colon)
+    label: str
+
+
+def _inline_labels(line: str) -> list[_Cut]:
+    """Labels run together on one line after the first field: capitalised (or in a script
+    without case), or known; never a subject prefix ("Re:")."""
+    first = _FIELD.match(line)
+    found = []
+    for match in _INLINE.finditer(line):
+        start, label = match.start(), match.group("label")
+        if first is not None and start < first.start("value"):
+            continue
+        glued = [m.start() for m in _GLUED.finditer(label)]
+        if glued and label.lower() not in LABEL_FIELD:
+            start, label = start + glued[-1], label[glued[-1] :]
+        lower = label.lower()
+        if lower in FORWARD_PREFIXES or lower in REPLY_PREFIXES:
+            continue
+        if lower in LABEL_FIELD or not label[0].islower():
+            found.append(_Cut(start, match.end(), label))
+    return found
+
+
+def _one_line(line: str, forms: set[str]) -> tuple[list[_Field], str]:
+    """Split a one-line block into fields; the outer subject, found in it, is its own field
+    even when its label has no colon. Returns the fields and any text after the subject."""
+    first = _FIELD.match(line)
+    assert first is not None
+    span = _subject_span(line, forms)
+    cuts = [_Cut(0, first.start("value"), first.group("label").strip(" *_"))]
+    cuts += [c for c in _inline_labels(line) if span is None or not span[0] <= c.start < span[1]]
+    fields: list[_Field] = []
+    after = ""
+    for number, cut in enumerate(cuts):
+        last = number + 1 == len(cuts)
+        end = len(line) if last else cuts[number + 1].start
+        label, value = cut.label, line[cut.end : end]
+        if span is None or not cut.end <= span[0] < end:
+            fields.append(_Field(label, value.strip().strip(";,")))
+            continue
+        head, subject_value = line[cut.end : span[0]], line[span[0] : span[1]]
+        if head.strip():  # "… 09:31 Assunto Integer…": the subject's label has no colon
+            words = head.rstrip().rsplit(None, 1)
+            fields.append(_Field(label, words[0].strip() if len(words) > 1 else ""))
+            label = words[-1]
+        fields.append(_Field(label, subject_value.strip()))
+        after = line[span[1] :] if last else ""
+    return fields, after
+
+
+def _subject_span(line: str, forms: set[str]) -> tuple[int, int] | None:
+    folded = line.casefold()
+    for form in sorted(forms, key=len, reverse=True):
+        at = folded.rfind(form)
+        if at > 0 and len(form) >= 3:
+            return at, at + len(form)
+    return None
+
+
+def _classify(
+    fields: list[_Field], body: list[str], forms: set[str], timezone: str, marker: bool
+) -> Original | None:
+    """Which field is what, by content first: the sender holds an address, the date parses,
+    the subject equals the outer one; labels known in some language break ties."""
+    if not 2 <= len(fields) <= MAX_FIELDS:
         return None
-    body = lines[index:]
-    return _original(fields, body, subject, timezone)
-
-
-_ALL_LABELS = re.compile(
-    "(?:"
-    + "|".join(re.escape(label) for label in sorted(_LABEL_FIELD, key=len, reverse=True))
-    + r")\s?[:：]\s",
-    re.IGNORECASE,
-)
-
-
-def _split_run_together(line: str) -> list[str]:
-    """Yahoo writes the header block on one line ("De: J <j@a.com>Para: …CETAsunto: …"):
-    cut before each label that starts a word, or that is capitalised after other text."""
-    if line.count(":") < 3:
-        return [line]
-    cuts = [0]
-    for match in _ALL_LABELS.finditer(line):
-        at = match.start()
-        if at and (not line[at - 1].isalpha() or line[at].isupper()):
-            cuts.append(at)
-    parts = [line[a:b].strip() for a, b in zip(cuts, [*cuts[1:], len(line)], strict=True)]
-    return [part for part in parts if part]
-
-
-def _wrote_block(match: re.Match[str], lines: list[str], subject: str, timezone: str) -> Original:
-    fields = {"from": match.group("who"), "date": match.group("date")}
-    return _original(fields, lines, subject, timezone)
-
-
-def _original(fields: dict[str, str], body: list[str], subject: str, timezone: str) -> Original:
-    senders = _addresses(fields.get("from", ""))
+    hints = [f.hint for f in fields]
+    addressed = [k for k, f in enumerate(fields) if _EMAIL.search(f.value)]
+    sender_at = next((k for k in addressed if hints[k] == "from"), None)
+    if sender_at is None:
+        if "from" in hints:
+            return None  # a sender named without an address (Exchange): nothing to match
+        sender_at = next(
+            (k for k in addressed if hints[k] is None and _norm(fields[k].value) not in forms),
+            None,
+        )
+    if sender_at is None:
+        return None
+    subject_at = next(
+        (k for k, f in enumerate(fields) if k != sender_at and _norm(f.value) in forms), None
+    )
+    matched_subject = subject_at is not None
+    if subject_at is None:
+        subject_at = next((k for k, h in enumerate(hints) if h == "subject"), None)
+    languages = tuple(
+        dict.fromkeys(lang for f in fields for lang in LABEL_LANGUAGES.get(f.label.lower(), ()))
+    )
+    date, date_at = None, None
+    order = [k for k, h in enumerate(hints) if h == "date"] + [
+        k for k, h in enumerate(hints) if h is None and k not in (sender_at, subject_at)
+    ]
+    for k in order:
+        if looks_like_date(fields[k].value):
+            date = parse_date(fields[k].value, timezone, languages)
+            if date is not None:
+                date_at = k
+                break
+    known = sum(1 for h in hints if h is not None)
+    if date is None and not (marker or known >= 2 or matched_subject):
+        return None
+    if subject_at is None:
+        subject_at = next(
+            (
+                k
+                for k, f in enumerate(fields)
+                if k not in (sender_at, date_at)
+                and hints[k] is None
+                and f.value
+                and not _EMAIL.search(f.value)
+            ),
+            None,
+        )
+    taken = {sender_at, subject_at, date_at}
+    to = [k for k in addressed if hints[k] == "to"]
+    cc = [k for k in addressed if hints[k] == "cc"]
+    rest = [
+        k for k in addressed if k not in taken and k > sender_at and hints[k] not in ("to", "cc")
+    ]
+    rest = [k for k in rest if hints[k] != "reply-to" and hints[k] != "from"]
+    if not to and rest:
+        to = [rest.pop(0)]
+    if not cc and rest:
+        cc = [rest.pop(0)]
+    senders = _addresses(fields[sender_at].value)
+    if not senders:
+        return None
+    date_text = fields[date_at].value if date_at is not None else _date_text(fields, hints)
     return Original(
-        sender=senders[0] if senders else None,
-        subject=fields.get("subject") or strip_subject_prefixes(subject),
+        sender=senders[0],
+        subject=fields[subject_at].value if subject_at is not None else "",
         text=_body_text(body),
         note="",
-        date=parse_date(fields.get("date", ""), timezone),
-        date_text=fields.get("date", ""),
-        to=_addresses(fields.get("to", "")),
-        cc=_addresses(fields.get("cc", "")),
+        date=date,
+        date_text=date_text,
+        to=[a for k in to for a in _addresses(fields[k].value)],
+        cc=[a for k in cc for a in _addresses(fields[k].value)],
     )
+
+
+def _date_text(fields: list[_Field], hints: list[str | None]) -> str:
+    return next((fields[k].value for k, h in enumerate(hints) if h == "date"), "")
+
+
+# --- quote-style header: "<date> <verb> "Name" <address>:" over an indented original ----
+
+
+def _quote_header(lines: list[str], index: int, subject: str, timezone: str) -> Original | None:
+    """Outlook forwards in some locales as a quoted reply: one unindented line holding a
+    date, the sender and a closing colon, then the original indented. Only under a forward
+    subject: the same shape under any other subject is a reply."""
+    line = lines[index]
+    stripped = line.strip()
+    if line[:1] in (" ", "\t", ">") or not stripped.endswith((":", "：")) or len(line) > 250:
+        return None
+    addresses = _EMAIL.findall(stripped)
+    if len(addresses) != 1 or not is_forward_subject(subject):
+        return None
+    body = [b for b in lines[index + 1 :] if b.strip()]
+    if not body or not all(b.startswith(("  ", "\t")) for b in body[:3]):
+        return None
+    before = stripped[: stripped.find(addresses[0])].rstrip(" <([").rstrip()
+    before = re.sub(r"\[?mailto:?$", "", before).rstrip()
+    name, date_part = _name_at_end(before)
+    date = _date_in(date_part, timezone)
+    if date is None:
+        return None
+    return Original(
+        sender=(name, addresses[0]),
+        subject=strip_subject_prefixes(subject),
+        text=_body_text(lines[index + 1 :]),
+        note="",
+        date=date,
+        date_text=date_part,
+    )
+
+
+def _name_at_end(text: str) -> tuple[str, str]:
+    """("John Doe", what comes before it) from '… "John Doe"', '… « John Doe »', '… John Doe'."""
+    quoted = re.search(r"[\"“«]\s*([^\"”»]+?)\s*[\"”»]\s*,?$", text)
+    if quoted:
+        return quoted.group(1).strip(), text[: quoted.start()].rstrip(" ,")
+    words = text.split()
+    name: list[str] = []
+    while words and len(name) < 4:
+        word = words[-1].strip(",")
+        if not word or any(c.isdigit() for c in word) or word[0].islower() or "," in words[-1]:
+            break
+        if word.isascii() and word.isupper() and len(word) <= 3:  # AM, PM, CET
+            break
+        name.insert(0, words.pop())
+    return " ".join(name).strip(","), " ".join(words).rstrip(" ,")
+
+
+def _date_in(text: str, timezone: str) -> datetime | None:
+    """A date among a few words ("On", "Le", "skrev"…): the words from the first to the last
+    holding a digit, then with up to three words before (weekday, month) and one after."""
+    words = text.split()
+    digits = [k for k, word in enumerate(words) if any(c.isdigit() for c in word)]
+    if not digits:
+        return None
+    first, last = digits[0], digits[-1] + 1
+    for before, after in ((0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)):
+        if first - before < 0 or last + after > len(words):
+            continue
+        candidate = " ".join(words[first - before : last + after])
+        if looks_like_date(candidate):
+            date = parse_date(candidate, timezone)
+            if date is not None:
+                return date
+    return None
+
+
+# --- the body, the note, addresses --------------------------------------------------------
 
 
 def _with_note(found: Original | None, before: list[str]) -> Original | None:
@@ -464,17 +519,7 @@ def _with_note(found: Original | None, before: list[str]) -> Original | None:
         return None
     while before and re.fullmatch(r"[\s_\-–—=*>]*", before[-1]):
         before = before[:-1]  # Outlook's "________" rule belongs to the forward, not the note
-    note = "\n".join(before).strip()
-    return Original(
-        sender=found.sender,
-        subject=found.subject,
-        text=found.text,
-        note=note,
-        date=found.date,
-        date_text=found.date_text,
-        to=found.to,
-        cc=found.cc,
-    )
+    return replace(found, note="\n".join(before).strip())
 
 
 def _body_text(lines: list[str]) -> str:
@@ -502,7 +547,8 @@ def _addresses(value: str) -> list[Address]:
         value,
     )
     value = re.sub(r"\"?([\w.+\-']+@[\w.\-]+)\"?\s*<\1>", r"<\1>", value)  # "a@b" <a@b>
-    value = value.replace("«", '"').replace("»", '"').replace(";", ",")
+    value = value.replace("«", '"').replace("»", '"').replace("“", '"').replace("”", '"')
+    value = value.replace(";", ",").replace("，", ",").replace("；", ",")
     found: list[Address] = []
     for name, address in getaddresses([value]):
         if "@" not in address:
@@ -511,54 +557,6 @@ def _addresses(value: str) -> list[Address]:
         if name.lower() == address.lower():
             name = ""
         found.append((name, address.strip()))
+    if not found:  # what getaddresses cannot split ("John Doe (john@x)" in some scripts)
+        found = [("", address) for address in _EMAIL.findall(value)]
     return found
-
-
-# German and other localised zone names (Apple Mail writes "OESZ"), as offsets.
-_ZONES = {
-    "MEZ": "+0100",
-    "MESZ": "+0200",
-    "OEZ": "+0200",
-    "OESZ": "+0300",
-    "WEZ": "+0000",
-    "WESZ": "+0100",
-    "HNE": "-0500",
-    "HAE": "-0400",
-    "HNEC": "+0100",
-    "HAEC": "+0200",
-}
-_ZONE_WORDS = re.compile(r"\b(?:" + "|".join(_ZONES) + r")\b", re.IGNORECASE)
-
-
-def parse_date(text: str, timezone: str = "UTC") -> datetime | None:
-    """A localised date ("Donnerstag, 28. Oktober 2021 um 12:46", "26 octombrie 2021, 14:25:08
-    EEST", "2021年10月27日 9:31"…) as an aware UTC datetime, or None."""
-    text = re.sub(r"\s+", " ", text).strip()
-    if not text:
-        return None
-    try:  # RFC 5322 dates (Thunderbird, MailMate…) need no guessing
-        exact = parsedate_to_datetime(text)
-        if exact.tzinfo is not None:
-            return exact.astimezone(UTC)
-    except (TypeError, ValueError, IndexError):
-        pass
-    text = re.sub(r"\b(?:at|um|à|a las|às|alle|om|kl\.|klo|в|o)\b", " ", text, flags=re.I)
-    text = _ZONE_WORDS.sub(lambda m: _ZONES[m.group(0).upper()], text)
-    parsed = _date_parser(timezone).get_date_data(text).date_obj
-    return parsed.astimezone(UTC) if parsed else None
-
-
-@functools.lru_cache(maxsize=64)
-def _date_parser(timezone: str) -> dateparser.date.DateDataParser:
-    """One parser per time zone, built once (building one costs as much as a parse). A
-    forward's header holds an absolute date: relative forms ("yesterday", "2 hours ago")
-    are not tried, which also halves the time of a parse."""
-    return dateparser.date.DateDataParser(
-        settings={
-            "TIMEZONE": timezone,
-            "RETURN_AS_TIMEZONE_AWARE": True,
-            "TO_TIMEZONE": "UTC",
-            "PREFER_DATES_FROM": "past",
-            "PARSERS": ["timestamp", "absolute-time"],
-        }
-    )

@@ -15,14 +15,24 @@ from lxml import html as lxml_html
 
 MAX_HTML_CHARS = 5_000_000  # beyond this an HTML body is cut before parsing
 # Characters libxml2 refuses (control characters, non-characters, lone surrogates).
-_XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+_XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ue000-\ue002\ufffe\uffff\ud800-\udfff]")
 
-_BLOCKS = ("p", "div", "li", "tr", "table", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote")
+# How the tree breaks lines: these blocks start a new line, these also leave a blank one.
+_LINE_BLOCKS = ("div", "li", "tr", "dt", "dd", "h1", "h2", "h3", "h4", "h5", "h6", "address")
+_PARAGRAPHS = ("p", "table", "blockquote", "ul", "ol", "dl", "pre", "hr")
 _HIDDEN = "//script|//style|//head|//title|//comment()"
+# Markers from Unicode's private use area (libxml2 refuses control characters); any in
+# the mail itself are removed first.
+_LINE, _PARAGRAPH, _EMPTY = "\ue000", "\ue001", "\ue002"
+_BREAKS = re.compile("[ \t]*[\n\ue000-\ue002][\n\ue000-\ue002 \t]*")
 
 
 def html_to_text(markup: str) -> str:
-    """Readable text: block elements and <br> become line breaks, scripts and styles go."""
+    """Readable text, one line per line the page shows: a block (div, table row, list
+    item) starts a line, a paragraph, table or quote is set off by a blank line, <br>
+    breaks a line, and a two-cell row ("From" | "John") reads "From: John". So a header
+    block of one element per field (Apple Mail, Thunderbird, Outlook on the web) reads as
+    the "label: value" lines it shows, and forward detection reads it like plain text."""
     markup = _XML_UNSAFE.sub("", markup[:MAX_HTML_CHARS])
     if not markup.strip():
         return ""
@@ -36,19 +46,46 @@ def html_to_text(markup: str) -> str:
     for hidden in root.xpath(_HIDDEN):
         if hidden.getparent() is not None:
             hidden.drop_tree()
+    for row in root.iter("tr"):
+        cells = [child for child in row if child.tag in ("td", "th")]
+        for cell in cells:
+            cell.tail = " " + (cell.tail or "")
+        label = " ".join(str(cells[0].text_content()).split()) if len(cells) == 2 else ""
+        if label and len(label) <= 40 and not label.endswith((":", "：")):
+            cells[0].tail = ": " + (cells[0].tail or "")
     for br in root.iter("br"):
-        br.tail = "\n" + (br.tail or "")
-    for cell in root.iter("td", "th"):
-        cell.tail = " " + (cell.tail or "")
-    for block in root.iter(*_BLOCKS):
-        block.text = "\n" + (block.text or "")
-        block.tail = "\n" + (block.tail or "")
-    lines = [line.strip() for line in str(root.text_content()).splitlines()]
-    text: list[str] = []
+        parent = br.getparent()
+        own_text = parent is not None and str(parent.text_content()).strip()
+        if parent is not None and parent.tag in _LINE_BLOCKS and br is parent[-1]:
+            # A block's last <br> adds no line, unless the block is only that (an empty line).
+            br.tail = (_LINE if own_text else _EMPTY) + (br.tail or "")
+        else:
+            br.tail = "\n" + (br.tail or "")
+    for block in root.iter(*_LINE_BLOCKS):
+        block.text = _LINE + (block.text or "")
+        block.tail = _LINE + (block.tail or "")
+    for block in root.iter(*_PARAGRAPHS):
+        block.text = _PARAGRAPH + (block.text or "")
+        block.tail = _PARAGRAPH + (block.tail or "")
+    text = _BREAKS.sub(_line_breaks, str(root.text_content()))
+    lines = [line.strip() for line in text.split("\n")]
+    kept: list[str] = []
     for line in lines:
-        if line or (text and text[-1]):
-            text.append(line)
-    return "\n".join(text).strip()
+        if line or (kept and kept[-1]):
+            kept.append(line)
+    return "\n".join(kept).strip()
+
+
+def _line_breaks(run: re.Match[str]) -> str:
+    """One run of breaks between two texts, as the page shows it: <br>s count one line
+    each, an empty block one more, a paragraph leaves a blank line."""
+    marks = run.group(0)
+    count = marks.count("\n") + marks.count(_EMPTY)
+    if count == 0 and _LINE in marks:
+        count = 1
+    if _PARAGRAPH in marks:
+        count = max(count, 2)
+    return "\n" * min(count, 2) if count else " "
 
 
 _DROP = (
