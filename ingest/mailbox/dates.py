@@ -34,6 +34,8 @@ _JOINERS = re.compile(r"(?<!\w)(?:at|um|à|a las|às|alle|om|kl\.?|klo|в|o|у|v
 # are read by dateparser itself.
 _MARKS = re.compile(r"(?<!\w)(?:m\.|d\.|gada|ค\.ศ\.|น\.|г\.|р\.|godine)(?!\w)|[׳״]", re.I)
 _DIGIT = re.compile(r"\d")
+_OFFSET = re.compile(r"(?<!\w)(?:UTC|GMT)?[+-]\d\d:?\d\d(?!\d)")
+_LAST_WORD = re.compile(r"(?<=\d)\s+[^\W\d_]{2,6}$")
 _YEAR = re.compile(r"(?<!\d)(?:1[89]|20)\d\d(?!\d)")
 _DOTTED_TIME = re.compile(r"(?<![\d.])(?:[01]?\d|2[0-3])\.[0-5]\d(?:\.[0-5]\d)?(?![\d.])")
 # A date has a year or a time: "27/10/2021", "9:31", "09.31.00", "2021年".
@@ -67,6 +69,12 @@ def parse_date(
     if _YEAR.search(bare) and ":" not in bare:  # "2021 kl. 09.31.00": a time with dots
         bare = _DOTTED_TIME.sub(lambda m: m.group(0).replace(".", ":"), bare)
     tries = [plain] if bare == plain else [plain, bare]
+    offset = _OFFSET.search(bare)
+    if offset and bare[offset.end() :].strip():  # "2021年10月27日 +0200 09:31:00"
+        tries.append(f"{bare[: offset.start()]} {bare[offset.end() :]} {offset.group(0)}")
+    zone = _LAST_WORD.search(bare)
+    if zone:  # a zone name dateparser does not know ("SELČ"): the forwarder's zone
+        tries.append(bare[: zone.start()])
     for language in (*languages, None):
         try:
             parser = _parser(timezone, language)

@@ -275,12 +275,22 @@ def _fields(lines: list[str]) -> tuple[list[_Field], int]:
                 index += 1
                 continue
             break
-        if fields and fields[-1].hint == "subject" and found.hint is None:  # noqa: SIM102
-            if not _EMAIL.search(found.value):
-                break  # the body's first line ("Note: …") right under the subject
+        if _body_line_under_subject(fields, found, lines[index + 1 : index + 2]):
+            break
         fields.append(found)
         index += 1
     return fields, index
+
+
+def _body_line_under_subject(fields: list[_Field], found: _Field, after: list[str]) -> bool:
+    """The body's first line ("Note: …") right under a block that ends with its subject
+    (Outlook), and not a further header field: no known label, address or date, and no
+    field line after it."""
+    if not fields or fields[-1].hint != "subject" or found.hint is not None:
+        return False
+    if _EMAIL.search(found.value) or looks_like_date(found.value):
+        return False
+    return not (after and _field(after[0]) is not None)
 
 
 def _complete(fields: list[_Field]) -> bool:

@@ -24,6 +24,7 @@ _HIDDEN = "//script|//style|//head|//title|//comment()"
 # Markers from Unicode's private use area (libxml2 refuses control characters); any in
 # the mail itself are removed first.
 _LINE, _PARAGRAPH, _EMPTY = "\ue000", "\ue001", "\ue002"
+_SOURCE_SPACE = re.compile("[ \t\r\n\f]+")
 _BREAKS = re.compile("[ \t]*[\n\ue000-\ue002][\n\ue000-\ue002 \t]*")
 
 
@@ -46,6 +47,12 @@ def html_to_text(markup: str) -> str:
     for hidden in root.xpath(_HIDDEN):
         if hidden.getparent() is not None:
             hidden.drop_tree()
+    preformatted = {id(node) for pre in root.iter("pre") for node in pre.iter()}
+    for node in root.iter():  # line breaks in the source are spaces, outside <pre>
+        if id(node) not in preformatted:
+            node.text = _SOURCE_SPACE.sub(" ", node.text) if node.text else node.text
+        if node.tail and id(node.getparent()) not in preformatted:
+            node.tail = _SOURCE_SPACE.sub(" ", node.tail)
     for row in root.iter("tr"):
         cells = [child for child in row if child.tag in ("td", "th")]
         for cell in cells:
