@@ -300,3 +300,7 @@ REPLY_PREFIXES = frozenset(
     "re aw sv rif odp ynt atb res antw ref r otv ответ відп вiдп απ σχετ 回复 回覆 返信 답장 השב "
     "vá odg".split()
 )
+# A prefix that is a forward in some languages and a reply in others: Outlook's "VS:" is
+# "videresend" in Danish and Norwegian, "vastaus" (reply) in Finnish. The block's labels
+# tell which language wrote it.
+REPLY_IN_LANGUAGES: dict[str, frozenset[str]] = {"vs": frozenset({"fi"})}

@@ -9,6 +9,7 @@ one field holds an address (the sender) and another reads as a date. Known label
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.utils import getaddresses
@@ -19,6 +20,7 @@ from ingest.mailbox.forward_hints import (
     FORWARD_PREFIXES,
     LABEL_FIELD,
     LABEL_LANGUAGES,
+    REPLY_IN_LANGUAGES,
     REPLY_PREFIXES,
 )
 from ingest.mailbox.html_text import html_to_text
@@ -40,6 +42,7 @@ class Original:
     date_text: str = ""
     to: list[Address] = field(default_factory=list)
     cc: list[Address] = field(default_factory=list)
+    languages: tuple[str, ...] = ()  # of the header block's labels, where known
 
 
 # --- subjects ----------------------------------------------------------------------------
@@ -179,6 +182,10 @@ def find_original(
     found = _scan(_normalise(text).split("\n"), subject, timezone)
     if found is None and html and is_forward_subject(subject):
         found = _scan(_normalise(html_to_text(html)).split("\n"), subject, timezone)
+    word = _prefix_word(subject)
+    replies_in = REPLY_IN_LANGUAGES.get(word or "", frozenset())
+    if found is not None and found.languages and found.languages[0] in replies_in:
+        return None  # "VS:" over a Finnish block: a reply
     return found
 
 
@@ -393,9 +400,8 @@ def _classify(
     matched_subject = subject_at is not None
     if subject_at is None:
         subject_at = next((k for k, h in enumerate(hints) if h == "subject"), None)
-    languages = tuple(
-        dict.fromkeys(lang for f in fields for lang in LABEL_LANGUAGES.get(f.label.lower(), ()))
-    )
+    votes = Counter(lang for f in fields for lang in LABEL_LANGUAGES.get(f.label.lower(), ()))
+    languages = tuple(lang for lang, _count in votes.most_common())  # likeliest first
     date, date_at = None, None
     order = [k for k, h in enumerate(hints) if h == "date"] + [
         k for k, h in enumerate(hints) if h is None and k not in (sender_at, subject_at)
@@ -445,6 +451,7 @@ def _classify(
         date_text=date_text,
         to=[a for k in to for a in _addresses(fields[k].value)],
         cc=[a for k in cc for a in _addresses(fields[k].value)],
+        languages=languages,
     )
 
 
@@ -469,10 +476,16 @@ def _quote_header(lines: list[str], index: int, subject: str, timezone: str) -> 
     body = [b for b in lines[index + 1 :] if b.strip()]
     if not body or not all(b.startswith(("  ", "\t")) for b in body[:3]):
         return None
-    before = stripped[: stripped.find(addresses[0])].rstrip(" <([").rstrip()
+    at = stripped.find(addresses[0])
+    before = stripped[:at].rstrip(" <([").rstrip()
     before = re.sub(r"\[?mailto:?$", "", before).rstrip()
+    after = stripped[at + len(addresses[0]) :].lstrip(" >)]").rstrip(":： ")
     name, date_part = _name_at_end(before)
+    # The date comes before the sender ("Le 27/10/2021, « John » <…> a écrit") or after it
+    # ('"John" <…> kirjoitti 27.10.2021 klo 9.31', '"陳大文" <…> 於 2021/10/27 上午9:31 寫道').
     date = _date_in(date_part, timezone)
+    if date is None:
+        date, date_part = _date_in(after, timezone), after
     if date is None:
         return None
     return Original(
@@ -510,6 +523,7 @@ def _date_in(text: str, timezone: str) -> datetime | None:
     if not digits:
         return None
     first, last = digits[0], digits[-1] + 1
+    words[first] = re.sub(r"^[^\W\d]+[\u05be\-]?(?=\d)", "", words[first])  # "ב־27.10.2021"
     for before, after in ((0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)):
         if first - before < 0 or last + after > len(words):
             continue
