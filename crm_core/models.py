@@ -246,8 +246,12 @@ class InboundItem(Base):
         Index("ix_inbound_items_status_enqueued", "status", "enqueued_at"),
         # Retention: finished items past their time.
         Index("ix_inbound_items_status_finished", "status", "finished_at"),
-        # Loop limit: recent messages of one sender to one archive address.
-        Index("ix_inbound_items_loop", "recipient", "sender", "received_at"),
+        # Loop guard: recent copies of one message to one archive address, by content and
+        # by Message-ID (`inbound.recent_copies`).
+        Index("ix_inbound_items_loop", "recipient", "content_digest", "received_at"),
+        Index("ix_inbound_items_loop_message_id", "recipient", "message_id_hash", "received_at"),
+        # A user's own inputs ("My forwards", GET /api/me/inbound), newest first.
+        Index("ix_inbound_items_sender_received", "sender", "received_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -274,8 +278,12 @@ class InboundItem(Base):
     # Of those, the re-sends since an attempt last started: each such one (the broker most
     # likely still holds the item, behind a backlog) makes the sweeper wait longer.
     quiet_resends: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    # Who sent it, as processing read it (an e-mail's From address): the loop limit counts by it.
+    # Who sent it, as processing read it (an e-mail's From address).
     sender: Mapped[str | None] = mapped_column(String(320), default=None)
+    # What the loop guard compares, set by processing (`ingest.mailbox.loop_guard`): a hash
+    # of the Message-ID (None without one) and a digest of the content.
+    message_id_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    content_digest: Mapped[str | None] = mapped_column(String(64), default=None)
     # Kept past the retention period whatever its status (also when its card is on hold).
     legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # When retention deleted `raw` (left empty); the row, status and dedupe key stay.

@@ -307,6 +307,12 @@ class EmailRecord:
     cc: list[Party] = field(default_factory=list)
     forwarded: bool = False
     note: str = ""  # the forwarder's own words above the forward
+    # False when the forwarded original's own date could not be read: `occurred_at` is then
+    # the forward's date, and the entry says so.
+    date_known: bool = True
+    # What the forwarder is told about this mail (their "My forwards" list), not stored on
+    # the entry: e.g. a forward whose original sender could not be read.
+    notice: str = ""
     html: str = ""  # sanitised
     attachments: list[FileIn] = field(default_factory=list)
     skipped_attachments: list[dict[str, Any]] = field(default_factory=list)
@@ -377,6 +383,7 @@ def record_email(
         dedupe_key=key,
         data={
             "forwarded": mail.forwarded,
+            "date_known": mail.date_known,
             "message_id": mail.message_id,
             "from": mail.sender.as_dict(),
             "to": [p.as_dict() for p in mail.to],

@@ -11,13 +11,13 @@ import hashlib
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import ColumnElement, LargeBinary, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, defer, sessionmaker
 
@@ -371,25 +371,33 @@ def purge_expired(
     return len(ids)
 
 
-def recent_from(
-    session: Session, item: InboundItem, sender: str, since: datetime, enough: int
-) -> int:
-    """How many other inputs from `sender` to `item`'s recipient were processed since
-    `since`, counted up to `enough` (the loop limit: a loop of thousands of mails costs
-    each of them a count of `enough` rows, not of thousands)."""
-    found = (
-        select(InboundItem.id)
-        .where(
-            InboundItem.recipient == item.recipient,
-            InboundItem.sender == sender,
-            InboundItem.received_at >= since,
-            InboundItem.status == InboundStatus.PROCESSED.value,
-            InboundItem.id != item.id,
+def recent_copies(session: Session, item: InboundItem, since: datetime, enough: int) -> int:
+    """How many other inputs to `item`'s recipient, processed since `since`, are the same
+    message as `item`: the same Message-ID (`message_id_hash`) or the same content
+    (`content_digest`). Counted up to `enough` (the loop guard: a loop of thousands of
+    copies costs each of them at most twice `enough` rows, not thousands); one query per
+    sign, each on its index (ix_inbound_items_loop_message_id, ix_inbound_items_loop)."""
+    found: set[int] = set()
+    for column, value in (
+        (InboundItem.message_id_hash, item.message_id_hash),
+        (InboundItem.content_digest, item.content_digest),
+    ):
+        if value is None or len(found) >= enough:
+            continue
+        found.update(
+            session.scalars(
+                select(InboundItem.id)
+                .where(
+                    InboundItem.recipient == item.recipient,
+                    column == value,
+                    InboundItem.received_at >= since,
+                    InboundItem.status == InboundStatus.PROCESSED.value,
+                    InboundItem.id != item.id,
+                )
+                .limit(enough)
+            )
         )
-        .limit(enough)
-        .subquery()
-    )
-    return session.scalar(select(func.count()).select_from(found)) or 0
+    return min(len(found), enough)
 
 
 # A quiet re-send (no attempt started since the last send) pushes the next one back by
@@ -487,3 +495,51 @@ def list_items(
         if status:
             query = query.where(InboundItem.status == status)
         return list(session.scalars(query))
+
+
+def list_own(
+    session: Session, email: str, statuses: Collection[str], notices: bool, limit: int
+) -> list[InboundItem]:
+    """The e-mail inputs sent by `email` in one of `statuses` (and, with `notices`, the
+    processed ones that carry a reason), newest first, without their raw bytes.
+
+    Sent by: the From address processing read (`sender`, stored lower-case), or, when it
+    could read none (a From it refused, a failed attempt rolled back), the envelope sender
+    the SMTP door kept in `meta["mail_from"]`; compared case-insensitively."""
+    email = email.strip().lower()
+    envelope = func.lower(InboundItem.meta["mail_from"].as_string())
+    wanted: list[ColumnElement[bool]] = [InboundItem.status.in_(list(statuses))]
+    if notices:
+        wanted.append(
+            and_(
+                InboundItem.status == InboundStatus.PROCESSED.value,
+                InboundItem.reason.is_not(None),
+                InboundItem.reason != "",
+            )
+        )
+    return list(
+        session.scalars(
+            select(InboundItem)
+            .options(defer(InboundItem.raw))
+            .where(
+                InboundItem.channel == "email",
+                or_(
+                    InboundItem.sender == email,
+                    and_(InboundItem.sender.is_(None), envelope == email),
+                ),
+                or_(*wanted),
+            )
+            .order_by(InboundItem.received_at.desc(), InboundItem.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def raw_heads(session: Session, ids: Collection[int], size: int) -> dict[int, bytes]:
+    """The first `size` bytes of each item's raw input (b"" once retention deleted it):
+    enough for its headers, without reading whole messages out of the database."""
+    if not ids:
+        return {}
+    head = func.substr(InboundItem.raw, 1, size, type_=LargeBinary)
+    rows = session.execute(select(InboundItem.id, head).where(InboundItem.id.in_(list(ids))))
+    return {item_id: bytes(data or b"") for item_id, data in rows}

@@ -92,9 +92,10 @@ class Settings(BaseSettings):
     # within attempt_lease + sweep_after + sweep_interval (65 s by default).
     attempt_lease_seconds: Annotated[float, Field(ge=0, le=120)] = 30.0
 
-    # Loop limit: more mails than this from one sender to one archive address within the
-    # window are held (status "held", with the reason) instead of processed.
-    loop_limit_count: Annotated[int, Field(ge=1)] = 20
+    # Loop guard: more copies than this of one message (same Message-ID, or same content) to
+    # one archive address within the window are held (status "held", with the reason)
+    # instead of processed. Distinct mails are never counted together, however many.
+    loop_limit_count: Annotated[int, Field(ge=1)] = 5
     loop_limit_window_seconds: Annotated[float, Field(gt=0)] = 2 * 3600.0
     # Retention: the raw bytes of processed and rejected inputs are deleted this many days
     # after they were finished (0 keeps them forever); failed, held and unmatched inputs and

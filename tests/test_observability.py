@@ -12,6 +12,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from email.policy import SMTP
 from pathlib import Path
 from typing import Any
 
@@ -230,9 +231,11 @@ def test_a_mail_held_as_a_loop_is_counted_as_held(
     anna = create_user(api, "anna@example.com")
     address = archive_address(api, create_card(api, anna["id"])["id"])
     before = read_metrics(api)
-    # Given two mails from one sender to one address, with a limit of one
+    # Given two copies of one mail to one address (two relays), with a limit of one
+    mail = make_mail("anna@example.com", address, "m").as_bytes(policy=SMTP)
     for n in (1, 2):
-        send(smtp_server, make_mail("anna@example.com", address, f"m{n}"), address, "a@x")
+        relay = f"Received: from relay{n} by mx; Fri, 20 Nov 2026 09:31:00 +0000\r\n"
+        send(smtp_server, relay.encode() + mail, address, "a@x")
     running = runtime.pipeline.start_worker(threads=1, poll_ms=100)
     try:
         wait_for(lambda: _finished(runtime) == 2, what="both mails finished")

@@ -13,7 +13,7 @@ from email import errors, policy
 from email.headerregistry import AddressHeader, BaseHeader
 from email.message import Message
 from email.parser import HeaderParser
-from email.utils import parseaddr
+from email.utils import collapse_rfc2231_value, parseaddr
 
 import mailparser
 
@@ -64,11 +64,14 @@ def parse_email(raw: bytes) -> ParsedEmail:
     try:
         parsed = mailparser.parse_from_bytes(_utf8_header_block(raw))
         message = parsed.message
-        headers = {str(k).lower(): _clean(str(v)) for k, v in message.items()}
+        headers: dict[str, str] = {}
+        for name, value in message.items():  # a repeated header: the first one wins
+            headers.setdefault(str(name).lower(), _clean(str(value)))
         parts = _Parts()
         parts.collect(message)
-        if parts.attached_messages:
-            # mail-parser flattens attached messages into the text; keep only our own parts.
+        if parts.attached_messages or parts.flowed:
+            # mail-parser flattens attached messages into the text, and leaves flowed text
+            # (RFC 3676) unjoined: keep only our own parts, decoded (and unflowed) here.
             text_plain, text_html = "\n".join(parts.texts), "\n".join(parts.htmls)
         else:
             text_plain = "\n".join(parsed.text_plain)
@@ -77,12 +80,12 @@ def parse_email(raw: bytes) -> ParsedEmail:
         referenced = set(re.findall(r"cid:([^\"'>\s)]+)", text_html, re.IGNORECASE))
         sender, from_problem = strict_from(raw)
         return ParsedEmail(
-            message_id=_clean(parsed.message_id or "").strip(),
-            sender=sender if sender or from_problem else _first(parsed.from_),
+            message_id=_first(parsed.message_id),
+            sender=sender if sender or from_problem else _first_address(parsed.from_),
             to=_addresses(parsed.to),
             cc=_addresses(parsed.cc),
             date=_utc(parsed.date),
-            subject=_clean(parsed.subject or "").strip(),
+            subject=_first(parsed.subject),
             text=_clean(text_plain or html_to_text(text_html))[:MAX_TEXT_CHARS],
             html=_clean(text_html),
             headers=headers,
@@ -164,6 +167,7 @@ class _Parts:
         self.htmls: list[str] = []
         self.attachments: list[_Found] = []
         self.attached_messages: list[bytes] = []
+        self.flowed = False  # a text/plain part was format=flowed (and is unflowed here)
 
     def collect(self, part: Message) -> None:
         if part.get_content_type() == "message/rfc822":
@@ -185,13 +189,68 @@ class _Parts:
             and disposition != "attachment"
         ):
             text = _decoded_text(part)
-            (self.texts if media_type == "text/plain" else self.htmls).append(text)
+            if media_type == "text/html":
+                self.htmls.append(text)
+                return
+            if _param(part, "format") == "flowed":
+                self.flowed = True
+                text = unflow(text, delsp=_param(part, "delsp") == "yes")
+            self.texts.append(text)
             return
         content = _payload_bytes(part)
         content_id = (part.get("Content-ID") or "").strip().strip("<>")
         self.attachments.append(
             _Found(file_name or content_id or "attachment", media_type, content, content_id)
         )
+
+
+def unflow(text: str, delsp: bool = False) -> str:
+    """The text of a `format=flowed` part (RFC 3676) with its soft line breaks joined.
+
+    Each line is read as section 4.2 says: its quote marks (">") are counted and removed
+    first (section 4.5), then one space-stuffing space (section 4.4); a line that then ends
+    in a space is flowed and continues on the next one, except the signature separator
+    "-- ", which is neither flowed nor fixed (section 4.3) and always stands on its own.
+    With DelSp=yes the trailing space of a flowed line is deleted (section 4.2). A flowed
+    line joins only a line of the same quote depth: a change of depth ends the paragraph
+    ("quote-depth-wins", section 4.5). Quoted lines come out as ">" x depth, a space, text.
+    """
+    lines: list[str] = []
+    joined: str | None = None  # the paragraph so far, while its last line was flowed
+    joined_depth = 0
+    for line in text.replace("\r\n", "\n").split("\n"):
+        content = line.lstrip(">")
+        depth = len(line) - len(content)
+        if content.startswith(" "):
+            content = content[1:]
+        separator = content == "-- "
+        if joined is not None and (depth != joined_depth or separator):
+            lines.append(_quoted(joined_depth, joined))  # the paragraph ends unjoined
+            joined = None
+        if joined is not None:
+            content = joined + content
+        if content.endswith(" ") and not separator:
+            joined, joined_depth = (content[:-1] if delsp else content), depth
+        else:
+            lines.append(_quoted(depth, content))
+            joined = None
+    if joined is not None:  # a flowed last line: nothing follows to join
+        lines.append(_quoted(joined_depth, joined))
+    return "\n".join(lines)
+
+
+def _quoted(depth: int, content: str) -> str:
+    if not depth:
+        return content
+    return ">" * depth + (" " + content if content else "")
+
+
+def _param(part: Message, name: str) -> str:
+    """A Content-Type parameter, lower-case ("" when absent); RFC 2231 values collapsed."""
+    value = part.get_param(name)
+    if isinstance(value, tuple):
+        value = collapse_rfc2231_value(value)
+    return str(value or "").strip().lower()
 
 
 def _payload_bytes(part: Message) -> bytes:
@@ -220,6 +279,15 @@ def _utf8_header_block(raw: bytes) -> bytes:
     return raw
 
 
+def _first(value: object) -> str:
+    """A header that may appear once (RFC 5322 section 3.6), as mail-parser gives it: a str,
+    or a list of every value when the sender repeated it (two Subject, Message-ID, In-Reply-To
+    headers...). The first one wins, as for Date, From, To and Cc, which it reads that way."""
+    if isinstance(value, list | tuple):
+        value = value[0] if value else ""
+    return _clean(str(value or "")).strip()
+
+
 def _clean(text: str) -> str:
     """No NUL (PostgreSQL text refuses it) and no lone surrogates (not encodable)."""
     return text.replace("\x00", "").encode("utf-8", errors="replace").decode("utf-8")
@@ -238,7 +306,7 @@ def _addresses(values: list[tuple[str, str]] | None) -> list[Address]:
     return result
 
 
-def _first(values: list[tuple[str, str]] | None) -> Address | None:
+def _first_address(values: list[tuple[str, str]] | None) -> Address | None:
     found = _addresses(values)
     return found[0] if found else None
 

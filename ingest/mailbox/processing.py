@@ -20,12 +20,26 @@ from crm_core.models import InboundItem, InboundStatus, utcnow
 from ingest import inbound
 from ingest.errors import RejectedInput
 from ingest.mailbox.addresses import decode_archive_address, hash_archive_token
-from ingest.mailbox.forwarding import Original, find_original
+from ingest.mailbox.forwarding import (
+    Original,
+    find_original,
+    is_forward_subject,
+    strip_subject_prefixes,
+)
 from ingest.mailbox.html_text import html_from, sanitize_html
+from ingest.mailbox.loop_guard import (
+    content_digest,
+    header_fields,
+    is_our_trace,
+    message_id_hash,
+    names_domain,
+)
 from ingest.mailbox.parsing import Attachment, ParsedEmail, parse_email
 
 log = logging.getLogger(__name__)
 
+# The item's reason when a mail looked like a forward but no original sender was found.
+UNREAD_FORWARD = "the original sender could not be read: kept as your own mail"
 MAX_RECEIVED_HEADERS = 30  # more hops than this is a mail loop (RFC 5321 section 6.3)
 
 
@@ -37,10 +51,12 @@ class AttachmentLimits:
 
 @dataclass(frozen=True)
 class LoopLimit:
-    """At most `count` mails from one sender to one archive address per `window`; the
-    next ones are held (an auto-reply ping-pong, a misconfigured forwarding rule)."""
+    """At most `count` copies of one message (the same Message-ID, or the same content under
+    new Message-IDs: `loop_guard.content_digest`) to one archive address per `window`; the
+    next copies are held (a forwarding rule going round, an auto-reply ping-pong). Distinct
+    mails are never counted together, however many one person sends."""
 
-    count: int = 20
+    count: int = 5
     window: timedelta = timedelta(hours=2)
 
 
@@ -85,7 +101,7 @@ def process_email(
                 # Counted under the card's lock: two mails processed at once cannot both
                 # see the count below the limit.
                 services.lock_card(session, card_id)
-                if _held_as_loop(session, item, mail.logged_by.lower(), now, loops or LoopLimit()):
+                if _held_as_loop(session, item, mail, now, loops or LoopLimit()):
                     return
             with session.begin_nested():
                 if isinstance(mail, Bounce):
@@ -99,20 +115,26 @@ def process_email(
             _reject(item, str(exc))
             return
         item.card_id = card_id
-        inbound.finish(item, InboundStatus.PROCESSED)
+        notice = mail.notice if isinstance(mail, services.EmailRecord) else ""
+        inbound.finish(item, InboundStatus.PROCESSED, notice or None)
 
 
 def _held_as_loop(
-    session: Session, item: InboundItem, sender: str, now: datetime, loops: LoopLimit
+    session: Session, item: InboundItem, mail: services.EmailRecord, now: datetime, loops: LoopLimit
 ) -> bool:
+    """Keep what identifies the message on its item, then hold it if `loops.count` copies of
+    it were already processed for this archive address within `loops.window`."""
+    item.message_id_hash = message_id_hash(mail.message_id)
+    item.content_digest = content_digest(mail)
     if item.meta.get("released"):  # an operator re-processed it after the hold
         return False
-    recent = inbound.recent_from(session, item, sender, now - loops.window, loops.count)
-    if recent < loops.count:
+    copies = inbound.recent_copies(session, item, now - loops.window, loops.count)
+    if copies < loops.count:
         return False
     reason = (
-        f"held as a possible mail loop: {recent} messages from {sender} to this archive "
-        f"address were already processed in the last {loops.window}"
+        "held as a possible mail loop: the same message (same Message-ID or same content) "
+        f"was already processed {copies} times for this archive address in the last "
+        f"{loops.window}"
     )
     log.warning("inbound item %s %s", item.id, reason)
     inbound.finish(item, InboundStatus.HELD, reason)
@@ -154,7 +176,7 @@ def _email_record(
     forwarder = sender[1]
     with read_only(sessions) as session:
         timezone = services.timezone_of(session, forwarder) or "UTC"
-    original = find_original(parsed.text, parsed.subject, timezone)
+    original = find_original(parsed.text, parsed.subject, timezone, html=parsed.html)
     files = list(parsed.attachments)
     if original is None and parsed.attached_messages:
         attached = parse_email(parsed.attached_messages[0])
@@ -171,7 +193,10 @@ def _email_record(
             files += attached.attachments  # the original's files come with it
             parsed = replace(parsed, html=attached.html or parsed.html)
     kept, skipped = _within_limits(files, limits)
+    notice = ""
     if original is None or original.sender is None:
+        if is_forward_subject(parsed.subject):
+            notice = UNREAD_FORWARD
         original = Original(
             sender=sender,
             subject=parsed.subject,
@@ -187,14 +212,18 @@ def _email_record(
     return services.EmailRecord(
         logged_by=forwarder,
         sender=_party(original.sender or sender),
+        # A forward whose date cannot be read is shown at the forward's own date, and
+        # the entry says so (date_known False).
         occurred_at=original.date or parsed.date or item.received_at,
-        subject=original.subject,
+        date_known=original.date is not None or not forwarded,
+        subject=original.subject or strip_subject_prefixes(parsed.subject),
         text=original.text,
         note=original.note,
         message_id=parsed.message_id,
         date_header=parsed.header("date"),
         to=[_party(a) for a in original.to],
         cc=[_party(a) for a in original.cc],
+        notice=notice,
         forwarded=forwarded,
         html=_original_html(parsed.html, original.text if forwarded else ""),
         attachments=kept,
@@ -238,16 +267,31 @@ def _party(address: tuple[str, str]) -> services.Party:
 
 
 def _refuse_automatic(parsed: ParsedEmail, item: InboundItem) -> None:
-    """Auto-replies, bulk mail, bounces and loops are not customer messages (RFC 3834)."""
-    auto = parsed.header("auto-submitted").split(";")[0].strip().lower()
-    if auto and auto != "no":
-        raise RejectedInput(f"automatic message (Auto-Submitted: {auto})")
-    precedence = parsed.header("precedence").strip().lower()
-    if precedence in {"bulk", "junk", "list"}:
-        raise RejectedInput(f"bulk message (Precedence: {precedence})")
+    """Auto-replies, bulk mail, bounces and loops are not customer messages (RFC 3834).
+
+    A loop shows as an X-Loop header naming our archive domain (the procmail and mailing
+    list convention), our own Received line among the headers we received (the mail came
+    through this door before), or more Received lines than a mail needs (RFC 5321 6.3)."""
+    fields = header_fields(item.raw)
+    for name, value in fields:  # every one of them: a repeated header does not hide a mark
+        auto = value.split(";")[0].strip().lower()
+        if name == "auto-submitted" and auto and auto != "no":
+            raise RejectedInput(f"automatic message (Auto-Submitted: {auto})")
+        if name == "precedence" and value.strip().lower() in {"bulk", "junk", "list"}:
+            raise RejectedInput(f"bulk message (Precedence: {value.strip().lower()})")
     if item.meta.get("mail_from") == "":  # MAIL FROM:<> (RFC 5321 section 4.5.5)
         raise RejectedInput("null envelope sender (a bounce or notification)")
-    header_block = item.raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
-    received = sum(1 for line in header_block.split(b"\n") if line[:9].lower() == b"received:")
-    if received > MAX_RECEIVED_HEADERS:
-        raise RejectedInput(f"mail loop ({received} Received headers)")
+    domain = item.recipient.rpartition("@")[2].lower()
+    for name, value in fields:
+        if name == "x-loop" and names_domain(value, domain):
+            raise RejectedInput(f"mail loop (X-Loop: {value[:200]})")
+    # The door's own trace line of this arrival is the first Received (see smtp_handler).
+    ours = 1 if item.meta.get("traced") else 0
+    received = [value for name, value in fields if name == "received"][ours:]
+    if any(is_our_trace(value, domain) for value in received):
+        raise RejectedInput(
+            "mail loop (it came through this archive door before: our Received line is "
+            "among its headers)"
+        )
+    if len(received) > MAX_RECEIVED_HEADERS:
+        raise RejectedInput(f"mail loop ({len(received)} Received headers)")

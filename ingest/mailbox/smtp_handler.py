@@ -1,7 +1,8 @@
 """The SMTP front door (aiosmtpd; the only module importing it).
 
 RCPT: unknown or revoked archive address -> 550 5.1.1, early and cheaply. DATA: the sender
-checked (`verify`), the raw message committed to the inbound store, its id sent on, 250.
+checked (`verify`), the raw message committed to the inbound store with our Received line on
+top, its id sent on, 250.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ingest.mailbox.addresses import (
     encode_archive_address,
     hash_archive_token,
 )
+from ingest.mailbox.loop_guard import trace_line
 from ingest.mailbox.sender_auth import Arrival, Verdict, without_our_results
 from ingest.settings import Settings, SettingsError
 
@@ -241,7 +243,8 @@ class ArchiveHandler:
             # aiosmtpd keeps a null reverse-path as "<>"; "" means "a bounce" downstream.
             "mail_from": "" if envelope.mail_from in (None, "<>") else envelope.mail_from,
         }
-        stored = without_our_results(raw, self._archive_domain)  # used if nothing checks
+        received = without_our_results(raw, self._archive_domain)
+        stored = received  # used if nothing checks
         if self._verify is not None:
             verdict = await self._verified(
                 Arrival(raw, meta["peer"], meta["helo"], meta["mail_from"])
@@ -249,6 +252,8 @@ class ArchiveHandler:
             if verdict is not None and verdict.refusal:
                 return verdict.refusal
             stored = stored if verdict is None else verdict.raw
+        stored = self._traced(stored, received, session)
+        meta["traced"] = True  # processing tells our line of this arrival from older ones
         inputs = [
             NewInput(
                 channel="email",
@@ -269,6 +274,28 @@ class ArchiveHandler:
             return TRY_LATER
         await asyncio.to_thread(inbound.hand_over, self._enqueue, "email", ids)
         return ACCEPTED
+
+    def _traced(self, stored: bytes, received: bytes, session: Session) -> bytes:
+        """`stored` with our Received line (RFC 5321 section 4.4) just above the mail as
+        received: below our Authentication-Results when there is one (first of all, as
+        the checks' result), above everything the sender wrote."""
+        protocol = "ESMTP" if session.extended_smtp else "SMTP"
+        if session.ssl is not None and session.extended_smtp:
+            protocol += "S"  # RFC 3848
+        line_end = received.find(b"\n")
+        newline = b"\n" if line_end > 0 and received[line_end - 1 : line_end] != b"\r" else b"\r\n"
+        trace = trace_line(
+            self._archive_domain,
+            session.host_name or "",
+            _peer(session.peer),
+            protocol,
+            utcnow(),
+            newline,
+        )
+        ours = len(stored) - len(received)
+        if ours >= 0 and stored.endswith(received):
+            return stored[:ours] + trace + received
+        return trace + stored
 
     async def _verified(self, arrival: Arrival) -> Verdict | None:
         """SPF/DKIM/DMARC off the event loop; a failure of the check itself loses no mail."""

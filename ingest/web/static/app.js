@@ -1,10 +1,12 @@
 // The page's shell: sign-in, the header with the counters badge, the live-update stream
 // (/api/events: each "change" event makes the current view and the counters fetch again,
-// without a reload), and the views by URL hash: #/kanban/<type>, #/card/<id>, #/inbound.
+// without a reload), and the views by URL hash: #/kanban/<type>, #/card/<id>, #/forwards,
+// #/inbound.
 
 import { actingUser, ApiError, call, get, setActingUser, userName } from "./api.js";
 import { h, replace } from "./dom.js";
 import { showCard } from "./card.js";
+import { showForwards } from "./forwards.js";
 import { showInbound } from "./inbound.js";
 import { showKanban } from "./kanban.js";
 
@@ -184,9 +186,12 @@ async function route() {
   const [, page, arg] = (location.hash || "#/kanban").split("/");
   document.getElementById("nav-kanban").classList.toggle("current", page === "kanban");
   document.getElementById("nav-inbound").classList.toggle("current", page === "inbound");
+  document.getElementById("nav-forwards").classList.toggle("current", page === "forwards");
   view.dataset.page = page || "kanban";
   if (page === "card" && /^[0-9]+$/.test(arg || "")) {
     state.refresh = await showCard(view, Number(arg), state.me);
+  } else if (page === "forwards") {
+    state.refresh = await showForwards(view, state.me);
   } else if (page === "inbound" && state.me.admin) {
     state.refresh = await showInbound(view);
   } else {

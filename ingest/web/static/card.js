@@ -58,6 +58,10 @@ function emailDetails(e) {
     h("p", { class: "logged-by" },
       e.forwarded ? "Forwarded and logged by: " : "Logged by: ", party(logged)),
     e.note ? h("p", { class: "note" }, "Note: ", e.note) : null,
+    e.date_known === false
+      ? h("p", { class: "muted date-unknown" },
+        "The original's date could not be read: shown at the time it was forwarded.")
+      : null,
     body(e.text),
     (e.attachments || []).filter((a) => !a.inline).length
       ? h("ul", { class: "attachments" },
