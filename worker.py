@@ -16,9 +16,12 @@ import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import TimeLimitExceeded as TimeLimitExceeded
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ingest import inbound, logs
+from crm_core.db import read_only
+from crm_core.models import InboundItem
+from ingest import inbound, logs, metrics
 from ingest.mailbox.processing import process_email
 
 log = logging.getLogger("worker")
@@ -95,7 +98,7 @@ def declare_actors(
     actors: dict[str, Any] = {}
     for channel, processor in (processors or PROCESSORS).items():
         run = (
-            _guarded(processor, sessions, max_attempts, lease)
+            _guarded(processor, sessions, max_attempts, lease, channel)
             if guarded
             else _bare(processor, sessions)
         )
@@ -123,11 +126,24 @@ def _bare(processor: Processor, sessions: sessionmaker[Session]) -> Callable[[in
 
 
 def _guarded(
-    processor: Processor, sessions: sessionmaker[Session], max_attempts: int, lease: timedelta
+    processor: Processor,
+    sessions: sessionmaker[Session],
+    max_attempts: int,
+    lease: timedelta,
+    channel: str = "",
 ) -> Callable[[int], None]:
     def run(inbound_id: int) -> None:
         if not inbound.begin_attempt(sessions, inbound_id, max_attempts, lease):
-            return  # done already (a duplicate delivery), or parked: its attempts are spent
+            # Done already (a duplicate delivery), parked (its attempts are spent), or not
+            # there at all: acknowledged, but the last is said and counted.
+            if not _exists(sessions, inbound_id):
+                log.warning(
+                    "inbound item %s is not in this worker's database: dropped (is the "
+                    "worker on the same database as the front doors? CRM_DATABASE_URL)",
+                    inbound_id,
+                )
+                metrics.unknown(channel)
+            return
         try:
             processor(sessions, inbound_id)
         # TimeLimitExceeded is a BaseException: named, so a timed-out attempt is recorded too.
@@ -140,3 +156,9 @@ def _guarded(
 
     run.__name__ = getattr(processor, "__name__", "process")
     return run
+
+
+def _exists(sessions: sessionmaker[Session], inbound_id: int) -> bool:
+    with read_only(sessions) as session:
+        found = session.scalar(select(InboundItem.id).where(InboundItem.id == inbound_id))
+    return found is not None

@@ -217,6 +217,36 @@ class InboundListOut(BaseModel):
     items: list[InboundOut]
 
 
+class MyInboundOut(BaseModel):
+    """One of the user's own inputs that did not simply land on its card."""
+
+    id: int
+    status: str = Field(
+        description="rejected, held or failed; processed when the input is on its card but "
+        "carries a notice (`reason`)"
+    )
+    received_at: datetime = Field(description="when the front door accepted it (the SMTP 250)")
+    finished_at: datetime | None = Field(description="when processing refused, held or ended it")
+    recipient: str = Field(description="the archive address it was sent to")
+    subject: str | None = Field(
+        description="the Subject header of the message as received (null: none, or the raw "
+        "input was deleted by retention)"
+    )
+    reason: str | None = Field(description="the reason as stored, for support")
+    reason_text: str = Field(
+        description="the reason in plain words for the person who sent it, e.g. "
+        "`address revoked on 3 Dec`"
+    )
+
+
+class MyInboundListOut(BaseModel):
+    items: list[MyInboundOut] = Field(description="newest first")
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
 class ActivityIn(BaseModel):
     card_id: int | None = None
     card_ids: list[int] | None = Field(None, description="several cards: the first is the main one")
@@ -526,11 +556,12 @@ class TwilioVoiceSourceIn(BaseModel):
         description="scheme://host[:port] Twilio calls, e.g. https://crm.example.com; the "
         "signature covers this plus the request's path and query, whatever a proxy changes"
     )
-    employees: dict[str, str] = Field(
+    employees: dict[str, UserRef] = Field(
         default_factory=dict,
-        description="the company's Twilio numbers (any format) -> employee id or e-mail",
+        description="the company's Twilio numbers (any format), and the numbers or clients "
+        "(`client:anna`) a `<Dial>` puts calls through to -> employee id or e-mail",
     )
-    default_employee: str | None = Field(None, description="for a number not in `employees`")
+    default_employee: UserRef | None = Field(None, description="for a number not in `employees`")
     default_region: Region | None = None
 
 
@@ -719,7 +750,10 @@ class TwilioCallStatusIn(BaseModel):
         "canceled",
     ]
     Direction: str = Field(min_length=1, max_length=32)
-    CallDuration: int | None = Field(None, ge=0)
+    ParentCallSid: str | None = Field(
+        None, pattern=r"^(CA[0-9a-fA-F]{32})?$", description="a `<Dial>` leg's parent call"
+    )
+    CallDuration: int | None = Field(None, ge=0, le=7 * 24 * 3600)
     Timestamp: str | None = None
     RecordingUrl: HttpUrl | None = None
 

@@ -1,12 +1,17 @@
 """`crm-ingest`: the one entry point. `run` starts everything in one process with embedded
 defaults; `smtp`, `imap`, `api`, `worker`, `sweeper` run one part each for production;
 `mailbox` manages the IMAP mailboxes to read.
+
+A command first takes its ports (or fails, naming the variable to change), then connects;
+only `run`, the single parts and `reprocess` use the broker (the embedded Redis: the one
+running for the data directory, else one they start and alone stop).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import getpass
 import logging
 import os
@@ -15,15 +20,18 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import exists, inspect
 
 from crm_core import schemas, services
-from crm_core.db import check_database, describe_url, unit_of_work, upgrade_schema
+from crm_core.db import Base, check_database, describe_url, unit_of_work, upgrade_schema
 from crm_core.errors import CoreError, InvalidInput, NotFound
-from crm_core.models import Card, InboundStatus, User, utcnow
+from crm_core.models import InboundStatus, utcnow
 from ingest import inbound, logs, metrics
 from ingest.http_app import create_app, make_http_server
 from ingest.mailbox import mailboxes
@@ -36,7 +44,7 @@ from ingest.mailbox.smtp_handler import (
     make_archive_handler,
     start_smtp_server,
 )
-from ingest.runtime import Runtime, build_runtime
+from ingest.runtime import Runtime, Store, build_runtime, open_store
 from ingest.settings import Settings, SettingsError, load_settings
 from ingest.sweeper import run_sweeper
 
@@ -71,11 +79,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(settings.log_level, settings.log_format)
     try:
-        runtime = _start(settings)
+        if args.command in STORE_COMMANDS:
+            store = _start(settings, open_store)
+            try:
+                return STORE_COMMANDS[args.command](store, args)
+            finally:
+                store.close()
+        # The ports first: a command that cannot listen starts nothing (no worker, no Redis).
+        doors = _take_doors(settings, args.command)
         try:
-            return COMMANDS[args.command](runtime, args)
+            runtime = _start(settings, build_runtime)
+            try:
+                return COMMANDS[args.command](runtime, args, doors)
+            finally:
+                runtime.close()
         finally:
-            runtime.close()
+            doors.close()
     except StartupError as exc:
         print(f"crm-ingest: {exc}", file=sys.stderr)
         return 2
@@ -85,7 +104,38 @@ class StartupError(Exception):
     """The service cannot start as configured; the message names the setting to fix."""
 
 
-def _start(settings: Settings) -> Runtime:
+@dataclass
+class Doors:
+    """What a command listens on, taken before it starts anything else: the HTTP socket
+    (bound here, served later), the SMTP port (checked free), the metrics server (started)."""
+
+    http: socket.socket | None = None
+
+    def close(self) -> None:
+        if self.http is not None:
+            self.http.close()
+
+
+def _take_doors(settings: Settings, command: str) -> Doors:
+    s = settings
+    doors = Doors()
+    if command in ("run", "smtp"):
+        _check_free(s.smtp_host, s.smtp_port, "SMTP", "CRM_SMTP_HOST", "CRM_SMTP_PORT")
+    if command in ("run", "api"):
+        doors.http = _listen(s.http_host, s.http_port, "HTTP", "CRM_HTTP_HOST", "CRM_HTTP_PORT")
+    if command in ("smtp", "imap", "worker"):
+        try:
+            _serve_metrics(s)
+        except StartupError:
+            doors.close()
+            raise
+    return doors
+
+
+S = TypeVar("S", bound=Store)
+
+
+def _start(settings: Settings, build: Callable[[Settings], S]) -> S:
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -93,20 +143,20 @@ def _start(settings: Settings) -> Runtime:
             f"CRM_DATA_DIR: cannot use {settings.data_dir}: {exc.strerror}"
         ) from None
     try:
-        runtime = build_runtime(settings)
+        store = build(settings)
     except Exception as exc:
         raise StartupError(f"cannot start: {exc}") from None
     try:
-        check_database(runtime.engine)
+        check_database(store.engine)
     except Exception as exc:
-        runtime.close()
+        store.close()
         where = describe_url(settings.effective_database_url())
         reason = str(exc).strip().splitlines()[0]
         raise StartupError(f"CRM_DATABASE_URL: cannot connect to {where}: {reason}") from None
-    return runtime
+    return store
 
 
-def cmd_run(rt: Runtime, args: argparse.Namespace) -> int:
+def cmd_run(rt: Runtime, args: argparse.Namespace, doors: Doors) -> int:
     upgrade_schema(rt.engine)
     token = _api_token(rt.settings)
     worker = rt.pipeline.start_worker(rt.settings.worker_threads)
@@ -120,11 +170,12 @@ def cmd_run(rt: Runtime, args: argparse.Namespace) -> int:
         f"  HTTP API  http://{s.http_host}:{s.http_port}/docs\n"
         f"  IMAP      the mailboxes of `crm-ingest mailbox list` (or /api/mailboxes)\n"
         f"  database  {s.effective_database_url()}\n"
+        f"  broker    {_describe_broker(rt)}\n"
         f"  API token {token}",
         flush=True,
     )
     try:
-        asyncio.run(_serve(rt, token, smtp=True, http=True))
+        asyncio.run(_serve(rt, token, smtp=True, http_socket=doors.http))
     finally:
         stop.set()
         sweeper.join(timeout=10)
@@ -133,14 +184,21 @@ def cmd_run(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_smtp(rt: Runtime, args: argparse.Namespace) -> int:
-    _serve_metrics(rt.settings)
-    asyncio.run(_serve(rt, "", smtp=True, http=False))
+def _describe_broker(rt: Runtime) -> str:
+    embedded = rt.embedded_redis
+    if embedded is None:
+        return "CRM_BROKER_URL"
+    if embedded.owner:
+        return f"embedded Redis {embedded.url} (stopped when this process exits)"
+    return f"embedded Redis {embedded.url} (of process {embedded.owner_pid or '?'})"
+
+
+def cmd_smtp(rt: Runtime, args: argparse.Namespace, doors: Doors) -> int:
+    asyncio.run(_serve(rt, "", smtp=True, http_socket=None))
     return 0
 
 
-def cmd_imap(rt: Runtime, args: argparse.Namespace) -> int:
-    _serve_metrics(rt.settings)
+def cmd_imap(rt: Runtime, args: argparse.Namespace, doors: Doors) -> int:
     stop = threading.Event()
     thread = _start_imap(rt, stop)
     log.info("IMAP pollers started")
@@ -152,7 +210,7 @@ def cmd_imap(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_mailbox(rt: Runtime, args: argparse.Namespace) -> int:
+def cmd_mailbox(rt: Store, args: argparse.Namespace) -> int:
     """`mailbox add|list|remove`: the mailboxes the IMAP pollers read (as the API does)."""
     upgrade_schema(rt.engine)
     with unit_of_work(rt.sessions) as session:
@@ -227,13 +285,12 @@ def _secret(path: Path | None, variable: str, what: str) -> str:
     raise ValueError(f"no {what}: give a file or set {variable or 'a file'}")
 
 
-def cmd_api(rt: Runtime, args: argparse.Namespace) -> int:
-    asyncio.run(_serve(rt, _api_token(rt.settings), smtp=False, http=True))
+def cmd_api(rt: Runtime, args: argparse.Namespace, doors: Doors) -> int:
+    asyncio.run(_serve(rt, _api_token(rt.settings), smtp=False, http_socket=doors.http))
     return 0
 
 
-def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
-    _serve_metrics(rt.settings)
+def cmd_worker(rt: Runtime, args: argparse.Namespace, doors: Doors) -> int:
     worker = rt.pipeline.start_worker(rt.settings.worker_threads)
     log.info("worker started with %d threads", rt.settings.worker_threads)
     try:
@@ -243,7 +300,7 @@ def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sweeper(rt: Runtime, args: argparse.Namespace) -> int:
+def cmd_sweeper(rt: Runtime, args: argparse.Namespace, doors: Doors) -> int:
     stop = threading.Event()
     thread = _start_sweeper(rt, stop)
     try:
@@ -254,8 +311,13 @@ def cmd_sweeper(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_inbound(rt: Runtime, args: argparse.Namespace) -> int:
-    """One item as JSON (status, reason, error, attempts...), or one line per item."""
+def cmd_inbound(rt: Store, args: argparse.Namespace) -> int:
+    """One item as JSON (status, reason, error, attempts...), or one line per item. Reads
+    only: a database without the schema is reported, not upgraded."""
+    if not inspect(rt.engine).has_table("inbound_items"):
+        where = describe_url(rt.settings.effective_database_url())
+        print(f"crm-ingest: {where} has no schema yet (`crm-ingest migrate`)", file=sys.stderr)
+        return 1
     if args.id is not None:
         item = inbound.load(rt.sessions, args.id)
         if item is None:
@@ -269,7 +331,7 @@ def cmd_inbound(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reprocess(rt: Runtime, args: argparse.Namespace) -> int:
+def cmd_reprocess(rt: Runtime, args: argparse.Namespace, doors: Doors) -> int:
     """Reset each item to `received` and enqueue it; a running worker processes it."""
     refused = 0
     for item_id in args.ids:
@@ -287,34 +349,42 @@ def cmd_reprocess(rt: Runtime, args: argparse.Namespace) -> int:
     return 1 if refused else 0
 
 
-def cmd_migrate(rt: Runtime, args: argparse.Namespace) -> int:
+def cmd_migrate(rt: Store, args: argparse.Namespace) -> int:
     upgrade_schema(rt.engine)
     print("database schema is up to date")
     return 0
 
 
-def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
-    """Two users and three cards (made once; run it again for fresh addresses); prints each
-    card's new archive address."""
+def cmd_demo(rt: Store, args: argparse.Namespace) -> int:
+    """Two users and three cards in an empty database; prints each card's archive address.
+    Refuses a database holding anything: it never changes existing data (a card's address
+    rotated here would stop working for whoever uses it)."""
     upgrade_schema(rt.engine)
     s = rt.settings
     lines = []
-    with unit_of_work(rt.sessions) as session:
-        users = {}
-        for email, name in [
-            ("anna@example.com", "Anna Sales"),
-            ("boris@example.com", "Boris Lead"),
-        ]:
-            user = session.scalar(select(User).where(User.email == email))
-            users[email] = user or services.create_user(session, email, name, "Europe/Paris")
+    with unit_of_work(rt.sessions) as session:  # on SQLite: the write lock, taken up front
+        filled = [t.name for t in Base.metadata.sorted_tables if session.scalar(exists(t).select())]
+        if filled:
+            print(
+                f"crm-ingest demo: the database is not empty ({', '.join(filled)}); demo only "
+                f"fills an empty one and changes nothing. Point CRM_DATA_DIR (or "
+                f"CRM_DATABASE_URL) at a new one to try it.",
+                file=sys.stderr,
+            )
+            return 1
+        users = {
+            email: services.create_user(session, email, name, "Europe/Paris")
+            for email, name in [
+                ("anna@example.com", "Anna Sales"),
+                ("boris@example.com", "Boris Lead"),
+            ]
+        }
         for owner, title, kind, stage, customer in [
             ("anna@example.com", "Acme: 40 licences", "deal", "new", "john.doe@acme.com"),
             ("anna@example.com", "Globex renewal", "deal", "negotiation", "nicholas@globex.corp"),
             ("boris@example.com", "Initech inquiry", "lead", "new", "peter@initech.example"),
         ]:
-            card = session.scalar(
-                select(Card).where(Card.title == title, Card.responsible_id == users[owner].id)
-            ) or services.create_card(
+            card = services.create_card(
                 session,
                 title=title,
                 entity_type=kind,
@@ -325,6 +395,7 @@ def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
                 default_region=s.default_region,
             )
             token = new_archive_token()
+            # A new card has no address yet: nothing is rotated.
             services.issue_archive_address(
                 session, card.id, hash_archive_token(token), timedelta(0), utcnow()
             )
@@ -336,25 +407,29 @@ def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {
+# Commands that use the broker (and may start the embedded Redis, which they then stop).
+COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace, Doors], int]] = {
     "run": cmd_run,
     "smtp": cmd_smtp,
     "imap": cmd_imap,
-    "mailbox": cmd_mailbox,
     "api": cmd_api,
     "worker": cmd_worker,
     "sweeper": cmd_sweeper,
+    "reprocess": cmd_reprocess,
+}
+# Commands on the database alone: they start no Redis and stop none.
+STORE_COMMANDS: dict[str, Callable[[Store, argparse.Namespace], int]] = {
+    "mailbox": cmd_mailbox,
     "migrate": cmd_migrate,
     "demo": cmd_demo,
-    "reprocess": cmd_reprocess,
     "inbound": cmd_inbound,
 }
 
 
-async def _serve(rt: Runtime, token: str, *, smtp: bool, http: bool) -> None:
-    """Serve SMTP and/or HTTP until SIGINT or SIGTERM (or until the HTTP server stops)."""
+async def _serve(rt: Runtime, token: str, *, smtp: bool, http_socket: socket.socket | None) -> None:
+    """Serve SMTP and/or HTTP (on `http_socket`) until SIGINT or SIGTERM (or until the HTTP
+    server stops)."""
     s = rt.settings
-    http_socket = _listen(s.http_host, s.http_port, "CRM_HTTP_HOST/CRM_HTTP_PORT") if http else None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -384,17 +459,15 @@ async def _serve(rt: Runtime, token: str, *, smtp: bool, http: bool) -> None:
                 )
             )
         except OSError as exc:
-            raise StartupError(
-                f"CRM_SMTP_HOST/CRM_SMTP_PORT: cannot listen on {s.smtp_host}:{s.smtp_port}: "
-                f"{exc.strerror}"
+            raise _door_error(
+                exc, "SMTP", s.smtp_host, s.smtp_port, "CRM_SMTP_HOST", "CRM_SMTP_PORT"
             ) from None
         log.info("SMTP listening on %s:%s", s.smtp_host, s.smtp_port)
     stop_task = asyncio.ensure_future(stop.wait())
     http_server = None
     http_task = None
-    if http:
+    if http_socket is not None:
         http_server = make_http_server(create_app(rt, token), s.http_host, s.http_port)
-        assert http_socket is not None
         http_task = asyncio.ensure_future(http_server.serve(sockets=[http_socket]))
     try:
         waits = {stop_task} if http_task is None else {stop_task, http_task}
@@ -411,12 +484,50 @@ async def _serve(rt: Runtime, token: str, *, smtp: bool, http: bool) -> None:
             await server.wait_closed()
 
 
-def _listen(host: str, port: int, names: str) -> socket.socket:
+def _listen(host: str, port: int, what: str, host_var: str, port_var: str) -> socket.socket:
     """Bind the HTTP socket ourselves, so a taken port is reported with its setting's name."""
     try:
         return socket.create_server((host, port), reuse_port=False)
     except OSError as exc:
-        raise StartupError(f"{names}: cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise _door_error(exc, what, host, port, host_var, port_var) from None
+
+
+def _check_free(host: str, port: int, what: str, host_var: str, port_var: str) -> None:
+    """Bind host:port as the server will later (every address the name stands for, with
+    SO_REUSEADDR as asyncio does) and let go: a taken port stops the command before it
+    starts anything."""
+    try:
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise StartupError(f"{host_var}: cannot listen on {host}:{port}: {exc.strerror}") from None
+    for family, kind, proto, _name, address in dict.fromkeys(found):
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(address)
+                probe.listen()
+        except OSError as exc:
+            raise _door_error(exc, what, host, port, host_var, port_var) from None
+
+
+def _door_error(
+    exc: OSError, what: str, host: str, port: int, host_var: str, port_var: str
+) -> StartupError:
+    """Which port, for what, and which variable to change."""
+    if exc.errno == errno.EADDRINUSE:
+        return StartupError(
+            f"{port_var}: the {what} port {port} on {host} is already in use (another "
+            f"crm-ingest?); nothing was started. Stop what listens there, or set {port_var} "
+            f"to a free port."
+        )
+    return StartupError(
+        f"{host_var}/{port_var}: cannot listen on {host}:{port} for {what}: {exc.strerror}; "
+        f"nothing was started."
+    )
 
 
 def _serve_metrics(settings: Settings) -> None:
@@ -428,8 +539,13 @@ def _serve_metrics(settings: Settings) -> None:
     try:
         metrics.serve(settings.metrics_host, settings.metrics_port)
     except OSError as exc:
-        raise StartupError(
-            f"CRM_METRICS_HOST/CRM_METRICS_PORT: cannot listen on {where}: {exc.strerror}"
+        raise _door_error(
+            exc,
+            "metrics",
+            settings.metrics_host,
+            settings.metrics_port,
+            "CRM_METRICS_HOST",
+            "CRM_METRICS_PORT",
         ) from None
     log.info("Prometheus metrics at http://%s/metrics", where)
 

@@ -38,7 +38,7 @@ from crm_core.db import read_only, unit_of_work
 from crm_core.errors import Conflict, CoreError, Forbidden, InvalidInput, NotFound
 from crm_core.models import InboundStatus, Source, utcnow
 from crm_core.permissions import Actor
-from ingest import inbound, metrics, placement, sources
+from ingest import api_docs, inbound, metrics, my_inbound, placement, sources
 from ingest.calllog import webhook as calllog_hook
 from ingest.calllog.processing import place_call
 from ingest.chat import payloads as chat_payloads
@@ -76,11 +76,15 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
     app = FastAPI(
         title="CRM ingest",
         version="0.1.0",
+        # FastAPI's own /docs and /redoc load their files from a CDN: ours are served here.
+        docs_url=None,
+        redoc_url=None,
         description="Cards, history, counters, Kanban and inbound status of the CRM ingestion "
         "worker. Every /api route needs `Authorization: Bearer <token>` (or the web page's "
         "session cookie, see `POST /ui/session`); every /hooks route "
         "is authenticated by its source's signature instead.",
     )
+    api_docs.mount(app)
 
     def actor_for(token: str, acting: int | None = None) -> Actor | None:
         """The admin token (acting for `acting`), or a user's own token (acting as them,
@@ -261,6 +265,34 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
     ) -> schemas.InboundListOut:
         items = inbound.list_items(sessions, status_filter.value if status_filter else None, limit)
         return schemas.InboundListOut(items=[schemas.InboundOut.model_validate(i) for i in items])
+
+    @app.get(
+        "/api/me/inbound",
+        response_model=schemas.MyInboundListOut,
+        summary="My own refused, held or failed inputs",
+        responses={401: {"model": schemas.ErrorOut, "description": "missing or wrong token"}},
+    )
+    def list_my_inbound(
+        who: Who,
+        status_filter: Annotated[
+            my_inbound.OwnStatus | None,
+            Query(
+                alias="status",
+                description="only these; without it, all three and the "
+                "processed inputs that carry a notice",
+            ),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> schemas.MyInboundListOut:
+        """The signed-in user's own mail that processing refused, held or failed after the
+        SMTP 250, and mail put on its card with a notice, newest first, each with its reason
+        in plain words (any user; only their own: sent from their address). The admin token
+        acting for no user gets 422: it has no address (name a user with X-Acting-User)."""
+        if who.user_id is None:
+            raise InvalidInput("the admin token is no user's: name one with X-Acting-User")
+        with reading() as session:
+            found = my_inbound.own_inputs(session, who.user_id, status_filter, limit, clock())
+        return schemas.MyInboundListOut(items=found)
 
     @app.post("/api/inbound/{item_id}/reprocess", dependencies=admin, status_code=202)
     def reprocess_inbound(item_id: int) -> schemas.InboundOut:

@@ -51,6 +51,12 @@ FAILED = Counter(
     "crm_inbound_failed", "Inputs parked as failed after the last attempt", ["channel"]
 )
 HELD = Counter("crm_inbound_held", "Inputs held unprocessed as a suspected mail loop", ["channel"])
+UNKNOWN = Counter(
+    "crm_inbound_unknown",
+    "Messages naming an inbound id this worker's database does not hold, acknowledged and "
+    "dropped (a worker on the wrong database, or a broker shared by two deployments)",
+    ["channel"],
+)
 LATENCY = Histogram(
     "crm_inbound_latency_seconds",
     "Seconds from an input's storing to its processing (observed for processed inputs)",
@@ -76,6 +82,11 @@ def stored(rows: Iterable[Mapping[str, Any]]) -> None:
             ACCEPTED.labels(row["channel"]).inc()
         else:
             REJECTED.labels(row["channel"]).inc()
+
+
+def unknown(channel: str) -> None:
+    """A worker was given an inbound id its database does not hold."""
+    UNKNOWN.labels(channel).inc()
 
 
 def finishing(item: InboundItem, status: InboundStatus) -> None:

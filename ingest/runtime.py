@@ -25,13 +25,25 @@ from worker import Pipeline, build_broker, declare_actors
 
 
 @dataclass
-class Runtime:
+class Store:
+    """The database side alone: enough for the commands that need no broker (`migrate`,
+    `inbound`, `demo`, `mailbox`), which therefore never start or stop a Redis."""
+
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    pipeline: Pipeline
-    embedded_redis: EmbeddedRedis | None
     sealer: Sealer
+
+    def close(self) -> None:
+        inbound.close_store(self.sessions)
+        self.engine.dispose()
+
+
+@dataclass
+class Runtime(Store):
+    pipeline: Pipeline
+    # Stopped by close() only if this process started it (EmbeddedRedis.owner).
+    embedded_redis: EmbeddedRedis | None
 
     def close(self) -> None:
         inbound.close_store(self.sessions)
@@ -41,14 +53,21 @@ class Runtime:
             self.embedded_redis.close()
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    """Connect to the configured database and broker (starting the embedded Redis if none)."""
+def open_store(settings: Settings) -> Store:
+    """Connect to the configured database (lazily: the first query connects)."""
     try:
         sealer = Sealer(settings.secret_key or key_file(settings.secret_key_path))
     except SealingError as exc:
         raise ValueError(f"CRM_SECRET_KEY: {exc}") from None
     engine = make_engine(settings.effective_database_url(), settings.db_lock_timeout_seconds)
-    sessions = make_session_factory(engine)
+    return Store(settings, engine, make_session_factory(engine), sealer)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Connect to the configured database and broker: the embedded Redis of the data
+    directory if none is configured (the running one, else one this process starts)."""
+    store = open_store(settings)
+    sessions = store.sessions
     embedded = None
     broker_url = settings.broker_url
     if not broker_url:
@@ -71,4 +90,4 @@ def build_runtime(settings: Settings) -> Runtime:
             "payment": functools.partial(process_payment, default_region=settings.default_region),
         },
     )
-    return Runtime(settings, engine, sessions, pipeline, embedded, sealer)
+    return Runtime(settings, store.engine, sessions, store.sealer, pipeline, embedded)

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 from datetime import datetime
+from urllib.parse import parse_qsl, urlparse
 
 TOLERANCE_SECONDS = 300
 
@@ -41,21 +42,89 @@ def check_timestamped(
 
 
 def twilio_signature(auth_token: str, url: str, params: Iterable[tuple[str, str]]) -> str:
-    """Twilio's scheme: base64 HMAC-SHA1 of the full URL followed by every POST parameter,
-    sorted by name, as name + value (repeated names: each value, in sorted order)."""
-    data = url + "".join(name + value for name, value in sorted(params))
+    """Twilio's scheme: base64 HMAC-SHA1 of the URL followed by the POST parameters sorted
+    by name, as name + value; a name sent several times gives each of its distinct values,
+    sorted (as `twilio.request_validator.RequestValidator.compute_signature`)."""
+    values: dict[str, set[str]] = {}
+    for name, value in params:
+        values.setdefault(name, set()).add(value)
+    data = url + "".join(name + value for name in sorted(values) for value in sorted(values[name]))
     mac = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1)
     return base64.b64encode(mac.digest()).decode()
 
 
+def twilio_signed_urls(url: str) -> tuple[str, str]:
+    """The two forms of `url` a Twilio signature may cover: without its port and with it
+    (the explicit one, else the scheme's default: 443 for https, 80 otherwise). Twilio's
+    signing is inconsistent about the port, so its SDK's validator accepts either, and so
+    do we; both are rebuilt as `urllib.parse` does, as the SDK does."""
+    parts = urlparse(url)
+    if parts.port:
+        with_port = parts.geturl()
+        without_port = parts._replace(netloc=parts.netloc.split(":")[0]).geturl()
+    else:
+        without_port = parts.geturl()
+        default = 443 if parts.scheme == "https" else 80
+        with_port = parts._replace(netloc=f"{parts.netloc}:{default}").geturl()
+    return without_port, with_port
+
+
 def check_twilio(
-    auth_token: str, url: str, params: Iterable[tuple[str, str]], signature: str | None
+    auth_token: str,
+    url: str,
+    params: Iterable[tuple[str, str]],
+    signature: str | None,
+    signature_settings: str | None = None,
 ) -> None:
+    """`X-Twilio-Signature` over `url` (with or without its port) and `params`, as the SDK's
+    `RequestValidator.validate` checks a form post signed with the auth token, and nothing
+    more. A request signed with a Webhooks shared key (`X-Twilio-Webhooks-Signature-Settings`
+    naming another algorithm than HMAC_SHA1) is refused: we hold the auth token only."""
     if not signature:
         raise BadSignature("the X-Twilio-Signature header is required")
-    expected = twilio_signature(auth_token, url, params)
-    if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
+    if _twilio_algorithm(signature_settings) != "HMAC_SHA1":
+        raise BadSignature(
+            "X-Twilio-Webhooks-Signature-Settings: signed with a shared key, which this source "
+            "does not hold (it checks the auth token's HMAC-SHA1 signature)"
+        )
+    pairs = list(params)
+    given = signature.encode()
+    # Both forms are compared (no early exit), each in constant time.
+    matches = [
+        hmac.compare_digest(twilio_signature(auth_token, form, pairs).encode(), given)
+        for form in twilio_signed_urls(url)
+    ]
+    if not any(matches):
         raise BadSignature("X-Twilio-Signature does not match the URL, parameters and token")
+
+
+def _twilio_algorithm(settings: str | None) -> str:
+    """The algorithm named by `X-Twilio-Webhooks-Signature-Settings` (`key=...,algorithm=...`);
+    HMAC_SHA1, the auth token's, when the header or its `algorithm` is missing."""
+    for part in (settings or "").split(","):
+        name, separator, value = part.partition("=")
+        if separator and name.strip() == "algorithm" and value.strip():
+            return value.strip().upper()
+    return "HMAC_SHA1"
+
+
+def check_twilio_form(
+    auth_token: str,
+    url: str,
+    body: bytes,
+    signature: str | None,
+    signature_settings: str | None = None,
+) -> list[tuple[str, str]]:
+    """A Twilio webhook's form body, once its signature is checked: nothing of it is read
+    before that, so a body that is no form at all is a bad signature (401), not bad input."""
+    if not signature:
+        raise BadSignature("the X-Twilio-Signature header is required")
+    try:
+        params = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
+    except (UnicodeDecodeError, ValueError):
+        raise BadSignature("X-Twilio-Signature cannot match a body that is no form") from None
+    check_twilio(auth_token, url, params, signature, signature_settings)
+    return params
 
 
 def hub_signature(app_secret: str, body: bytes) -> str:

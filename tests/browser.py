@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, Route, expect, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -23,7 +23,7 @@ ARGS = [
 # Test artefacts (gitignored): what the page looked like, for a person to check.
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 
-__all__ = ["Page", "expect", "open_page", "screenshot"]
+__all__ = ["Page", "close_network", "expect", "open_page", "screenshot"]
 
 # A page on a loaded test machine may take a while to render: a generous ceiling for every
 # `expect` (its default is 5 s; `Page.set_default_timeout` does not cover it).
@@ -57,3 +57,20 @@ def screenshot(page: Page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def close_network(page: Page, origin: str) -> list[str]:
+    """Abort every request of `page` to anywhere but `origin` (the app), as on a machine
+    with no Internet access; returns the list of the aborted URLs, filled as they come."""
+    aborted: list[str] = []
+
+    def only_the_app(route: Route) -> None:
+        url = route.request.url
+        if url == origin or url.startswith(origin.rstrip("/") + "/"):
+            route.continue_()
+        else:
+            aborted.append(url)
+            route.abort()
+
+    page.context.route("**/*", only_the_app)
+    return aborted

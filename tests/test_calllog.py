@@ -17,9 +17,10 @@ from sqlalchemy import func, select
 
 from crm_core.models import HistoryEntry, InboundItem
 from ingest.runtime import Runtime
-from ingest.signatures import sign_timestamped, twilio_signature
+from ingest.signatures import sign_timestamped
 from tests.conftest import FakeClock
 from tests.helpers import counters, create_user, history, wait_for
+from tests.provider_sdks import twilio_signature
 from tests.test_smtp import database_write_locked
 
 CUSTOMER = "+33 6 12 34 56 78"
@@ -342,9 +343,9 @@ def post_twilio(
 def post_twilio_form(
     api: httpx.Client, path: str, params: dict[str, str], token: str
 ) -> httpx.Response:
-    """Post as Twilio does: form-encoded, signed over the public URL it called (not the
-    address behind our proxy), `https://crm.example.com` + path and query."""
-    signature = twilio_signature(token, "https://crm.example.com" + path, params.items())
+    """Post as Twilio does: form-encoded, signed (by Twilio's SDK) over the public URL it
+    called (not the address behind our proxy), `https://crm.example.com` + path and query."""
+    signature = twilio_signature(token, "https://crm.example.com" + path, params)
     return api.post(
         path,
         content=urlencode(params),

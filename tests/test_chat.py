@@ -27,6 +27,7 @@ from ingest.signatures import (
 )
 from tests.conftest import FakeClock
 from tests.helpers import counters, create_user, history, wait_for
+from tests.provider_sdks import twilio_signature as sdk_signature
 from tests.test_calllog import all_done, card_with_phone, post_twilio_form, source, stored_count
 from tests.test_smtp import database_write_locked
 
@@ -964,7 +965,7 @@ def test_twilio_signature_failures_at_the_hook(api: httpx.Client, runtime: Runti
     hook = twilio_source(api)
     assert TWILIO_TOKEN not in json.dumps(api.get(f"/api/sources/{hook['id']}").json())
     path = path_of(hook)
-    good = twilio_signature(TWILIO_TOKEN, "https://crm.example.com" + path, SMS.items())
+    good = sdk_signature(TWILIO_TOKEN, "https://crm.example.com" + path, SMS)
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     missing = api.post(path, content=urlencode(SMS), headers=form)
     tampered = api.post(
@@ -973,7 +974,7 @@ def test_twilio_signature_failures_at_the_hook(api: httpx.Client, runtime: Runti
         headers={**form, "X-Twilio-Signature": good},
     )
     # Signed for the address behind the proxy, not the public one Twilio called
-    internal = twilio_signature(TWILIO_TOKEN, "http://127.0.0.1:8000" + path, SMS.items())
+    internal = sdk_signature(TWILIO_TOKEN, "http://127.0.0.1:8000" + path, SMS)
     wrong_url = api.post(
         path, content=urlencode(SMS), headers={**form, "X-Twilio-Signature": internal}
     )

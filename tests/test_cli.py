@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -105,16 +107,34 @@ def _up(api: httpx.Client) -> bool:
         return False
 
 
-def test_demo_makes_its_cards_once_and_prints_working_addresses(tmp_path: Path) -> None:
+def test_demo_fills_an_empty_database_and_refuses_one_with_data(tmp_path: Path) -> None:
+    """`demo` never changes existing data: run again, it refuses instead of rotating the
+    cards' addresses (a rotated address would stop working for whoever uses it)."""
     env = {"CRM_DATA_DIR": str(tmp_path), "CRM_DATABASE_URL": "", "CRM_BROKER_URL": ""}
-    outputs = []
-    for _ in range(2):
-        process = crm_ingest(["demo"], env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        out, _err = process.communicate(timeout=120)
-        assert process.returncode == 0
-        outputs.append(out.splitlines())
-    first, second = outputs
-    assert [line.split(":")[0] for line in first] == [line.split(":")[0] for line in second]
-    assert [line.split()[1] for line in first] == ["1", "2", "3"]  # the same three cards
-    assert all(line.endswith("@archive.localhost") for line in first + second)
-    assert first[0].split()[-1] != second[0].split()[-1]  # a fresh address each time
+    first = crm_ingest(["demo"], env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out, _err = first.communicate(timeout=120)
+    assert first.returncode == 0
+    lines = out.splitlines()
+    assert [line.split()[1] for line in lines] == ["1", "2", "3"]
+    assert all(line.endswith("@archive.localhost") for line in lines)
+    before = _addresses(tmp_path / "crm.sqlite3")
+    assert [(card, expires, revoked) for card, _, expires, revoked in before] == [
+        (1, None, None),
+        (2, None, None),
+        (3, None, None),
+    ]
+    again = crm_ingest(["demo"], env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 1
+    assert out == ""
+    assert "crm-ingest demo: the database is not empty (" in err
+    assert "CRM_DATA_DIR" in err
+    assert _addresses(tmp_path / "crm.sqlite3") == before
+
+
+def _addresses(path: Path) -> list[tuple[int, str, str | None, str | None]]:
+    with closing(sqlite3.connect(path)) as db:
+        rows: list[tuple[int, str, str | None, str | None]] = db.execute(
+            "SELECT card_id, token_hash, expires_at, revoked_at FROM archive_addresses ORDER BY id"
+        ).fetchall()
+    return rows

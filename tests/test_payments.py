@@ -1,7 +1,7 @@
-"""Payments of orders over real HTTP: Stripe events in their documented shape, signed with
-Stripe's scheme (two v1 values while a secret is rolled, stale timestamps), replays, events
-out of order (a refund before its payment), the card choice (metadata, Checkout's
-client_reference_id, order reference, the payer's contact, the unmatched list), and our own
+"""Payments of orders over real HTTP: Stripe events in their documented shape, signed by
+Stripe's SDK (two v1 values while a secret is rolled, stale timestamps), replays, events
+out of order (a refund before its payment), the card choice (metadata, order reference, the
+payer's contact, the unmatched list; never Checkout's client_reference_id), and our own
 signed payment JSON.
 
 SPEC "Incoming activities" (order payment), "Which card?"; seeds 000, 001; issue 12.
@@ -9,8 +9,6 @@ SPEC "Incoming activities" (order payment), "Which card?"; seeds 000, 001; issue
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from typing import Any
@@ -22,6 +20,7 @@ from ingest.runtime import Runtime
 from ingest.signatures import sign_timestamped
 from tests.conftest import FakeClock
 from tests.helpers import counters, create_card, create_user, history, inbound_items, wait_for
+from tests.provider_sdks import stripe_header
 from tests.test_calllog import all_done, card_with_phone, stored_count
 from tests.test_smtp import database_write_locked
 
@@ -39,16 +38,6 @@ def stripe_source(api: httpx.Client, secret: str = SIGNING_SECRET) -> dict[str, 
     )
     assert response.status_code == 201, response.text
     return dict(response.json())
-
-
-def stripe_header(body: bytes, timestamp: int, *secrets: str) -> str:
-    """`Stripe-Signature` as Stripe documents it: `t=<unix>,v1=<hex HMAC-SHA256 of
-    "t.body">` per secret (written here independently of the code under test)."""
-    parts = [f"t={timestamp}"]
-    for secret in secrets:
-        mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-        parts.append(f"v1={mac.hexdigest()}")
-    return ",".join(parts)
 
 
 def post_stripe(

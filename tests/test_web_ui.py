@@ -14,10 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser import Page, expect, open_page, screenshot
+from tests.browser import Page, close_network, expect, open_page, screenshot
 from tests.conftest import FakeClock
 from tests.helpers import archive_address, create_card, create_user, make_mail, send, wait_for
 from tests.test_calllog import card_with_phone
+from tests.test_my_inbound import TWO_FROMS
 from tests.test_payments import our_payment, payment_source, post_payment
 
 # Mail text is hostile input: the page must show it as text, never run it.
@@ -228,3 +229,100 @@ def test_an_unknown_payer_is_attached_from_the_page_and_the_card_shows_the_payme
     expect(entry.locator(".subject")).to_have_text("19.99 EUR · succeeded")
     expect(entry).to_contain_text("p-web")
     screenshot(page, "card-payment")
+
+
+@pytest.mark.usefixtures("worker")
+def test_my_forwards_shows_a_refused_forward_with_its_reason_in_plain_words(
+    api: httpx.Client, smtp_server: tuple[str, int], page: Page
+) -> None:
+    # Given Anna, with her token and a card of her own, and Boris's card, which she may not edit
+    anna = create_user(api, "anna@example.com", "Anna Martin")
+    boris = create_user(api, "boris@example.com", "Boris Petit")
+    token = api.post(f"/api/users/{anna['id']}/tokens", json={"name": "browser"}).json()["token"]
+    own = archive_address(api, create_card(api, anna["id"], title="Acme renewal")["id"])
+    theirs = archive_address(api, create_card(api, boris["id"], title="Globex pilot")["id"])
+
+    # When she signs in and opens My forwards, there is nothing to report
+    page.goto("/ui/")
+    page.fill("#token", token)
+    page.click("#sign-in-form button[type=submit]")
+    page.click("#nav-forwards")
+    expect(page.locator("#forwards-empty")).to_contain_text("Nothing to report")
+
+    # When she forwards a customer's mail to Boris's card, one with two From lines to her
+    # own card, and one that lands on her card
+    refused = make_mail("anna@example.com", theirs, subject=f"Fwd: {HOSTILE}", body=FORWARD)
+    send(smtp_server, refused, theirs, "anna@example.com")
+    send(smtp_server, TWO_FROMS % own.encode(), own, "anna@example.com")
+    send(smtp_server, make_mail("anna@example.com", own, subject="Fine"), own, "anna@example.com")
+    wait_for(
+        lambda: (
+            len(api.get("/api/inbound?status=rejected").json()["items"]) == 2
+            and api.get("/api/inbound?status=processed").json()["items"]
+        ),
+        what="two refusals and one mail on its card",
+    )
+
+    # Then My forwards lists the two refusals, newest first, in plain words, with the archive
+    # address and the subject shown as text
+    page.click("#nav-kanban")
+    page.click("#nav-forwards")
+    entries = page.locator("#forwards-list .entry.forward")
+    expect(entries).to_have_count(2)
+    expect(entries.locator(".reason-text")).to_have_text(
+        [
+            "the sender (From line) could not be read: it must be exactly one address",
+            "you are not allowed to edit this card",
+        ]
+    )
+    first_refused = entries.nth(1)
+    expect(first_refused).to_have_attribute("data-status", "rejected")
+    expect(first_refused.locator(".type")).to_have_text("Refused")
+    expect(first_refused.locator(".subject")).to_have_text(f"Subject: Fwd: {HOSTILE}")
+    expect(first_refused.locator(".address")).to_have_text(theirs)
+    expect(first_refused.locator("time")).not_to_be_empty()
+    assert page.locator("#forwards-list img, #forwards-list b, #forwards-list script").count() == 0
+    assert page.title() != "pwned"
+    screenshot(page, "my-forwards")
+
+    # And the filter shows only what is asked for
+    page.click('#forwards-tabs a[data-status="held"]')
+    expect(page.locator("#forwards-empty")).to_have_text("No held mail.")
+
+
+def test_the_api_docs_render_with_the_network_closed(api: httpx.Client, page: Page) -> None:
+    # Given a browser that can reach the app and nothing else (no CDN, no validator)
+    aborted = close_network(page, str(api.base_url))
+    refused: list[str] = []  # what the page's Content-Security-Policy blocked, if anything
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+
+    # When it opens /docs, Swagger UI renders the operations, hooks included
+    page.goto("/docs")
+    expect(page.locator("#swagger-ui .opblock").first).to_be_visible()
+    paths = page.locator("#swagger-ui .opblock-summary-path").all_inner_texts()
+    assert len(paths) >= 20
+    assert any(path.replace("\u200b", "") == "/hooks/calllog/{source_id}" for path in paths)
+    expect(page.locator("#swagger-ui .info .title")).to_contain_text("CRM ingest")
+    screenshot(page, "api-docs")
+    assert aborted == [] and refused == []
+
+    # And ReDoc, at /redoc, renders them too; its policy keeps it from fetching Redocly's
+    # logo from Redocly's CDN (the only thing it would load from elsewhere)
+    page.goto("/redoc")
+    expect(page.get_by_text("/hooks/calllog/{source_id}").first).to_be_attached()
+    screenshot(page, "api-redoc")
+    assert aborted == []
+    assert all("image 'https://cdn.redoc.ly/" in text for text in refused), refused
+
+    # The page's icon answers, and the docs' headers keep their policy
+    icon = api.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/vnd.microsoft.icon"
+    assert icon.content.startswith(b"\x00\x00\x01\x00")
+    docs = api.get("/docs")
+    assert "default-src 'self'" in docs.headers["content-security-policy"]
+    assert "cdn" not in docs.text.lower()

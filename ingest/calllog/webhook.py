@@ -16,8 +16,7 @@ from crm_core.models import dedupe_key
 from ingest import inbound, sources
 from ingest.calllog import payloads
 from ingest.errors import RejectedInput
-from ingest.payloads import form_params
-from ingest.signatures import check_timestamped, check_twilio
+from ingest.signatures import check_timestamped, check_twilio_form
 
 CHANNEL = "call"
 KINDS = ("calllog", "twilio_voice")
@@ -46,13 +45,13 @@ def accept(
             raise RejectedInput("; ".join(r.error for r in bad))
         calls = [(c.call_id, c.raw) for c in good]
     else:
-        base = str(source.settings["public_base_url"]).rstrip("/")
-        params = form_params(request.body)
-        check_twilio(
+        # The signature first: nothing of an unsigned body is read (401, not 422).
+        params = check_twilio_form(
             source.secrets["auth_token"],
-            base + request.path_and_query,
-            params,
+            str(source.settings["public_base_url"]).rstrip("/") + request.path_and_query,
+            request.body,
             request.headers.get("x-twilio-signature"),
+            request.headers.get("x-twilio-webhooks-signature-settings"),
         )
         call = payloads.twilio_call(source.id, request.body, source.settings, region, now)
         if call is None:

@@ -19,8 +19,7 @@ from crm_core.errors import Forbidden, InvalidInput
 from ingest import inbound, sources
 from ingest.chat import payloads
 from ingest.errors import RejectedInput
-from ingest.payloads import form_params
-from ingest.signatures import BadSignature, check_hub, check_timestamped, check_twilio
+from ingest.signatures import check_hub, check_timestamped, check_twilio_form
 
 CHANNEL = "chat"
 KINDS = ("widget", "whatsapp", "twilio")
@@ -66,15 +65,12 @@ def accept(
         if not events and bad:
             raise RejectedInput("; ".join(r.error for r in bad))
     else:
-        try:
-            params = form_params(request.body)
-        except RejectedInput:  # nothing Twilio signed: say no more than that
-            raise BadSignature("X-Twilio-Signature cannot match a body that is no form") from None
-        check_twilio(
+        check_twilio_form(
             source.secrets["auth_token"],
             str(source.settings["public_base_url"]).rstrip("/") + request.path_and_query,
-            params,
+            request.body,
             request.headers.get("x-twilio-signature"),
+            request.headers.get("x-twilio-webhooks-signature-settings"),
         )
         event = payloads.twilio_event(source.id, request.body, region, now)
         events = [payloads.OneEvent(payloads.event_key(source.id, event), request.body)]
