@@ -6,6 +6,7 @@ with a message naming the variable instead of failing later in a worker.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -13,6 +14,22 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated CIDRs ("10.0.0.0/8, ::1/128"; a bare address is one host).
+
+    Raises ValueError naming the part that is not one."""
+    networks = []
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{part!r} is not a CIDR; must be comma-separated CIDRs such as 10.0.0.5/32"
+            ) from None
+    return tuple(networks)
 
 
 class SettingsError(Exception):
@@ -62,7 +79,8 @@ class Settings(BaseSettings):
     smtp_idle_seconds: Annotated[float, Field(gt=0)] = 300.0
     # Directory harvesting: after this many unknown archive addresses from one client
     # (IPv4 address or IPv6 /64) within the window, its every RCPT gets 450 4.7.1 until the
-    # window has passed. Counted in each SMTP process's memory. 0 = off (e.g. behind a relay).
+    # window has passed. Counted in each SMTP process's memory. 0 = off. Behind a trusted
+    # relay it counts the original client that XFORWARD names.
     smtp_unknown_rcpt_limit: Annotated[int, Field(ge=0)] = 10
     smtp_unknown_rcpt_window_seconds: Annotated[float, Field(gt=0)] = 600.0
     # STARTTLS: a PEM certificate (chain) and its key; empty = STARTTLS not offered. With
@@ -70,6 +88,11 @@ class Settings(BaseSettings):
     smtp_tls_cert_file: str = ""
     smtp_tls_key_file: str = ""
     smtp_require_tls: bool = False
+    # Mail relays in front of the door (Postfix), as comma-separated CIDRs. A connection from
+    # one may send XFORWARD (offered to them only); the original client's address and HELO it
+    # gives (else those of the relay's own topmost Received line) are used for SPF, the
+    # unknown-address brake and the logs. Empty: no relay is trusted.
+    smtp_trusted_relays: str = ""
     # Seconds a database write may wait for a lock before the front door answers 451/503.
     db_lock_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
     # Seconds an HTTP process keeps a webhook source it read (0: read it for each hook); a
@@ -157,6 +180,16 @@ class Settings(BaseSettings):
             if not (sep and host and port.isdigit() and 1 <= int(port) <= 65535):
                 raise ValueError("must be a comma-separated list of host:port (or empty)")
         return value
+
+    @field_validator("smtp_trusted_relays")
+    @classmethod
+    def _trusted_relays(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @property
+    def trusted_relay_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.smtp_trusted_relays)
 
     @field_validator("default_region")
     @classmethod

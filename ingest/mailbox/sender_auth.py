@@ -465,3 +465,46 @@ def _claims_our_id(field: bytes, authserv_id: str) -> bool:
     words = text.split(";", 1)[0].split()
     claimed = words[0].strip('"').lower() if words else ""
     return claimed == authserv_id.lower()
+
+
+# The from-clause of a Received line (RFC 5321 section 4.4): "from HELO (NAME [ADDR])" as
+# Postfix and Sendmail write it, "from NAME ([ADDR] helo=HELO)" as Exim does.
+_RECEIVED_FROM = re.compile(r"^\s*from\s+(?P<helo>\S+)(?P<rest>.*?)(?:\sby\s|\swith\s|;|$)", re.I)
+_BRACKETED_IP = re.compile(r"\[(?:IPv6:)?(?P<ip>[0-9A-Fa-f:.]+)\]", re.I)
+_EXIM_HELO = re.compile(r"\bhelo=(?P<helo>[^\s()]+)", re.I)
+
+
+def received_client(raw: bytes) -> tuple[str, str] | None:
+    """The client address and HELO named by the message's topmost Received line (the one a
+    relay in front of us wrote for its own client), or None without a usable one."""
+    lines = raw.split(b"\n")
+    field: list[bytes] = []
+    for index, line in enumerate(lines):
+        line = line.rstrip(b"\r")
+        if not line:
+            break  # end of the header
+        if line[:9].lower() != b"received:":
+            continue
+        field = [line[9:]]
+        for more in lines[index + 1 :]:
+            if more[:1] not in (b" ", b"\t"):
+                break
+            field.append(more.rstrip(b"\r"))
+        break
+    if not field:
+        return None
+    text = " ".join(b" ".join(field).decode("utf-8", errors="replace").split())
+    match = _RECEIVED_FROM.match(text)
+    if match is None:
+        return None
+    rest = match.group("rest")
+    address = _BRACKETED_IP.search(rest)
+    if address is None:
+        return None
+    try:
+        ip = ipaddress.ip_address(address.group("ip"))
+    except ValueError:
+        return None
+    exim_helo = _EXIM_HELO.search(rest)
+    helo = exim_helo.group("helo") if exim_helo else match.group("helo")
+    return str(ip), helo

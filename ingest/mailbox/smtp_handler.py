@@ -3,6 +3,11 @@
 RCPT: unknown or revoked archive address -> 550 5.1.1, early and cheaply. DATA: the sender
 checked (`verify`), the raw message committed to the inbound store with our Received line on
 top, its id sent on, 250.
+
+Behind a relay (CRM_SMTP_TRUSTED_RELAYS, e.g. Postfix) the "client" of the checks, the
+unknown-address brake and the logs is the relay's own client: as Postfix's XFORWARD gives it
+(http://www.postfix.org/XFORWARD_README.html; offered to trusted relays only), else as the
+relay's topmost Received line names it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
@@ -35,8 +40,8 @@ from ingest.mailbox.addresses import (
     hash_archive_token,
 )
 from ingest.mailbox.loop_guard import trace_line
-from ingest.mailbox.sender_auth import Arrival, Verdict, without_our_results
-from ingest.settings import Settings, SettingsError
+from ingest.mailbox.sender_auth import Arrival, Verdict, received_client, without_our_results
+from ingest.settings import IPNetwork, Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,24 @@ TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try later"
 COMMAND_TOO_LONG = "500 5.5.2 Line too long"
 TEXT_LINE_TOO_LONG = "500 5.5.2 Line too long in message text"
 MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
+# XFORWARD (Postfix): the attributes we take, and our answers (as Postfix's smtpd words them).
+XFORWARD_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
+XFORWARD_EHLO = "250-XFORWARD " + " ".join(XFORWARD_ATTRIBUTES)
+XFORWARD_OK = "250 2.0.0 Ok"
+XFORWARD_REFUSED = "550 5.7.0 Error: insufficient authorization"
+XFORWARD_NO_HELO = "503 5.5.1 Error: send HELO/EHLO first"
+XFORWARD_IN_MAIL = "503 5.5.1 Error: MAIL transaction in progress"
+XFORWARD_SYNTAX = "501 5.5.4 Syntax: XFORWARD attribute=value..."
+_XFORWARD_UNAVAILABLE = ("[UNAVAILABLE]", "[TEMPUNAVAIL]")
+_XFORWARD_MAX_LENGTH = {  # Postfix's own limits (XFORWARD_README)
+    "NAME": 255,
+    "ADDR": 64,
+    "PORT": 5,
+    "PROTO": 64,
+    "HELO": 255,
+    "IDENT": 64,
+    "SOURCE": 6,
+}
 # aiosmtpd's own answers to the same cases, without enhanced status codes (RFC 2034).
 _ENHANCED = {
     "500 Command line too long": COMMAND_TOO_LONG,
@@ -83,6 +106,7 @@ class DoorLimits:
     idle_seconds: float
     unknown_rcpt_limit: int
     unknown_rcpt_window_seconds: float
+    trusted_relays: tuple[IPNetwork, ...] = ()
 
     @classmethod
     def from_settings(cls, s: Settings) -> DoorLimits:
@@ -95,6 +119,7 @@ class DoorLimits:
             idle_seconds=s.smtp_idle_seconds,
             unknown_rcpt_limit=s.smtp_unknown_rcpt_limit,
             unknown_rcpt_window_seconds=s.smtp_unknown_rcpt_window_seconds,
+            trusted_relays=s.trusted_relay_networks,
         )
 
 
@@ -113,6 +138,129 @@ def client_key(peer: Any) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
+
+
+def xtext_decode(value: str) -> str:
+    """RFC 3461 section 4 xtext: "+" and two upper-case hex digits stand for one octet.
+
+    Raises ValueError on a character xtext does not allow or a bad "+" escape."""
+    out = bytearray()
+    index = 0
+    while index < len(value):
+        char = value[index]
+        if char == "+":
+            digits = value[index + 1 : index + 3]
+            if len(digits) != 2 or any(d not in "0123456789ABCDEFabcdef" for d in digits):
+                raise ValueError(f"bad xtext escape {value[index : index + 3]!r}")
+            out.append(int(digits, 16))
+            index += 3
+            continue
+        if not ("!" <= char <= "~") or char == "=":
+            raise ValueError(f"character {char!r} not allowed in xtext")
+        out.append(ord(char))
+        index += 1
+    return out.decode("utf-8", errors="replace")
+
+
+def parse_xforward(arg: str) -> dict[str, str | None]:
+    """The attributes of one XFORWARD command ("NAME=mx.example ADDR=192.0.2.1 ..."):
+    upper-case names, xtext-decoded values, None for [UNAVAILABLE] or [TEMPUNAVAIL].
+
+    Raises ValueError naming what is wrong (unknown attribute, bad value, none given)."""
+    attributes: dict[str, str | None] = {}
+    for part in arg.split():
+        name, sep, raw_value = part.partition("=")
+        name = name.upper()
+        if not sep or name not in XFORWARD_ATTRIBUTES:
+            raise ValueError(f"bad XFORWARD attribute name: {name or part}")
+        if raw_value.upper() in _XFORWARD_UNAVAILABLE:
+            attributes[name] = None
+            continue
+        value = xtext_decode(raw_value)
+        if len(value) > _XFORWARD_MAX_LENGTH[name] or not value.isprintable():
+            raise ValueError(f"bad XFORWARD {name} value")
+        attributes[name] = value
+    if not attributes:
+        raise ValueError("XFORWARD needs attribute=value")
+    return attributes
+
+
+def forwarded_ip(value: str | None) -> str | None:
+    """XFORWARD's ADDR as an IP address ("IPV6:" prefix dropped), None when it is not one."""
+    if not value:
+        return None
+    if value[:5].upper() == "IPV6:":
+        value = value[5:]
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+class DoorSession(Session):
+    """aiosmtpd's session, knowing whether the connection comes from a trusted relay."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, relay: bool) -> None:
+        super().__init__(loop)
+        self.relay = relay
+
+
+class DoorEnvelope(Envelope):
+    """aiosmtpd's envelope with the XFORWARD attributes of its transaction: sent before MAIL,
+    they end with it (DATA done, RSET or a new EHLO), as with Postfix's own smtpd."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.xforward: dict[str, str | None] = {}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who sent a mail: the client itself, or behind a trusted relay the relay's client."""
+
+    address: str  # IP address ("" if the relay did not know it)
+    helo: str
+    relay: str = ""  # the trusted relay's address, "" for a direct client
+    relay_helo: str = ""
+    via: str = "direct"  # direct, xforward, received (the relay's Received line) or relay
+
+
+def _is_relay(session: Session) -> bool:
+    return isinstance(session, DoorSession) and session.relay
+
+
+def _xforward(envelope: Envelope) -> dict[str, str | None]:
+    return envelope.xforward if isinstance(envelope, DoorEnvelope) else {}
+
+
+def brake_key(session: Session, envelope: Envelope) -> str | None:
+    """Whom the unknown-address brake counts: the client, or behind a trusted relay the
+    client XFORWARD names; None (not counted) for relayed mail without a client address."""
+    if not _is_relay(session):
+        return client_key(session.peer)
+    address = forwarded_ip(_xforward(envelope).get("ADDR"))
+    return client_key(address) if address else None
+
+
+def origin_of(session: Session, envelope: Envelope, raw: bytes) -> Origin:
+    """The mail's client: XFORWARD's ADDR and HELO for a trusted relay, else its topmost
+    Received line's, else the relay itself (logged: SPF then judges the relay)."""
+    peer, helo = _peer(session.peer), session.host_name or ""
+    if not _is_relay(session):
+        return Origin(peer, helo)
+    forwarded = _xforward(envelope)
+    if "ADDR" in forwarded:
+        address = forwarded_ip(forwarded["ADDR"]) or ""
+        return Origin(address, forwarded.get("HELO") or "", peer, helo, "xforward")
+    named = received_client(raw)
+    if named is not None:
+        return Origin(named[0], named[1], peer, helo, "received")
+    log.warning(
+        "mail from trusted relay %s names no client (no XFORWARD, no Received line); "
+        "checking the relay itself",
+        peer,
+    )
+    return Origin(peer, helo, peer, helo, "relay")
 
 
 class HarvestGuard:
@@ -210,8 +358,9 @@ class ArchiveHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        client = client_key(session.peer)
-        if self._harvest is not None and self._harvest.blocked(client):
+        client = brake_key(session, envelope)
+        if self._harvest is not None and client is not None and self._harvest.blocked(client):
+            log.info("RCPT from %s refused: too many unknown archive addresses", client)
             return TOO_MANY_UNKNOWN  # before any lookup: valid or not, the same answer at once
         if len(envelope.rcpt_tos) >= self._max_recipients:
             return TOO_MANY_RECIPIENTS
@@ -228,7 +377,7 @@ class ArchiveHandler:
             log.exception("archive address lookup failed")
             return TRY_LATER
         if not (live and token):
-            if self._harvest is not None:
+            if self._harvest is not None and client is not None:
                 self._harvest.record_unknown(client)
             return UNKNOWN_ADDRESS
         # Stored in canonical form: one card, one recipient string, whatever the case or tag.
@@ -237,12 +386,15 @@ class ArchiveHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
+        origin = origin_of(session, envelope, raw)
         meta: dict[str, Any] = {
-            "peer": _peer(session.peer),
-            "helo": session.host_name or "",
+            "peer": origin.address,
+            "helo": origin.helo,
             # aiosmtpd keeps a null reverse-path as "<>"; "" means "a bounce" downstream.
             "mail_from": "" if envelope.mail_from in (None, "<>") else envelope.mail_from,
         }
+        if origin.relay:
+            meta.update(relay=origin.relay, relay_helo=origin.relay_helo, client_from=origin.via)
         received = without_our_results(raw, self._archive_domain)
         stored = received  # used if nothing checks
         if self._verify is not None:
@@ -273,6 +425,13 @@ class ArchiveHandler:
             log.exception("unexpected error while storing; answering 451")
             return TRY_LATER
         await asyncio.to_thread(inbound.hand_over, self._enqueue, "email", ids)
+        log.info(
+            "mail from %s%s accepted for %d recipient(s): inbound %s",
+            origin.address or "unknown client",
+            f" via relay {origin.relay}" if origin.relay else "",
+            len(ids),
+            ids,
+        )
         return ACCEPTED
 
     def _traced(self, stored: bytes, received: bytes, session: Session) -> bytes:
@@ -317,6 +476,16 @@ def _peer(peer: Any) -> str:
     return str(peer or "")
 
 
+def _in_networks(host: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
+
+
 class _Door(SMTP):
     """aiosmtpd's session with our limits: connection caps, idle close with 421, line
     lengths of our own and enhanced status codes on aiosmtpd's refusals."""
@@ -330,6 +499,9 @@ class _Door(SMTP):
         self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
         self.line_length_limit = limits.max_line_bytes + 1
         self._count = count
+        self._trusted_relays = limits.trusted_relays
+        self._relay = False  # the connection comes from a trusted relay
+        self._in_ehlo = False
         self._client: str | None = None
         self._admitted = False
         self._in_data = False
@@ -337,9 +509,17 @@ class _Door(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._client is None:  # not again for the TLS transport after STARTTLS
-            self._client = client_key(transport.get_extra_info("peername"))
+            peer = transport.get_extra_info("peername")
+            self._client = client_key(peer)
             self._admitted = self._count.admit(self._client)
+            self._relay = _in_networks(_peer(peer), self._trusted_relays)
         super().connection_made(transport)
+
+    def _create_session(self) -> Session:
+        return DoorSession(self.loop, self._relay)
+
+    def _create_envelope(self) -> Envelope:
+        return DoorEnvelope()
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._admitted and self._client is not None:
@@ -378,9 +558,38 @@ class _Door(SMTP):
 
     async def smtp_EHLO(self, hostname: str) -> None:
         self.command_size_limits.clear()  # aiosmtpd adds the extensions' share at each EHLO
-        await super().smtp_EHLO(hostname)
+        self._in_ehlo = self._relay  # XFORWARD is offered to trusted relays only
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._in_ehlo = False
+
+    @syntax("XFORWARD attribute=value ...", when="_relay")
+    async def smtp_XFORWARD(self, arg: str) -> None:
+        """Postfix's XFORWARD: the relay's own client, for this mail transaction."""
+        if not self._relay:
+            log.warning("XFORWARD from %s refused: not a trusted relay", self._client)
+            await self.push(XFORWARD_REFUSED)
+            return
+        if self.session is None or not self.session.host_name:
+            await self.push(XFORWARD_NO_HELO)
+            return
+        if self.envelope is None or self.envelope.mail_from is not None:
+            await self.push(XFORWARD_IN_MAIL)
+            return
+        try:
+            attributes = parse_xforward(arg)
+        except ValueError as exc:
+            log.info("XFORWARD from %s refused: %s", self._client, exc)
+            await self.push(XFORWARD_SYNTAX)
+            return
+        if isinstance(self.envelope, DoorEnvelope):
+            self.envelope.xforward.update(attributes)
+        await self.push(XFORWARD_OK)
 
     async def push(self, status: AnyStr) -> None:
+        if self._in_ehlo and status == "250 HELP":  # the last line of the EHLO answer
+            await super().push(XFORWARD_EHLO)
         if isinstance(status, str):
             await super().push(_ENHANCED.get(status, status))
         else:
