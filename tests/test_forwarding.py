@@ -79,3 +79,22 @@ def test_control_characters_in_html_do_not_break_reading() -> None:
 
     assert html_to_text("<p>a\x01b\x0b</p>") == "ab"
     assert sanitize_html("<p>a\x01b</p>") == "<p>ab</p>"
+
+
+def test_a_web_form_pasted_in_a_mail_is_not_a_forward() -> None:
+    """An address and a date among unknown labels, with no separator and no forward
+    subject: not a header block (found by review with a case the suite did not have)."""
+    form = "Name: Bob\nEmail: bob@x.com\nPhone: 06 12 34 56 78\nDate: 27/10/2021\n\nHello"
+    assert find_original(form, "New lead") is None
+
+
+def test_a_date_after_the_forward_is_not_the_originals() -> None:
+    """Thai Outlook writes the Buddhist year (2564 = 2021): read as a date in the future,
+    it is no date of the original; the sender and subject still are read."""
+    thai = (
+        "________________________________\nจาก: สมชาย <somchai@client.co.th>\n"
+        "ส่ง: 27 ตุลาคม 2564 9:31\nถึง: anna@example.com\nเรื่อง: ใบเสนอราคา\n\nสวัสดี\n"
+    )
+    found = find_original(thai, "FW: ใบเสนอราคา", "Asia/Bangkok")
+    assert found is not None and found.sender == ("สมชาย", "somchai@client.co.th")
+    assert found.subject == "ใบเสนอราคา" and found.date is None

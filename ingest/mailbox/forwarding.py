@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import getaddresses
 
 from ingest.mailbox.dates import looks_like_date, parse_date
@@ -214,11 +214,11 @@ def _forward_at(
             after = [rest, *after]
         while after and not after[0].strip():
             after = after[1:]
-        found = _block(after, forms, timezone, marker=True)
+        found = _block(after, subject, forms, timezone, marker=True)
         return _with_note(found, lines[:index])
     if _field(line) is not None:
         marker = _marker_above(lines, index)
-        found = _block(lines[index:], forms, timezone, marker)
+        found = _block(lines[index:], subject, forms, timezone, marker)
         if found is not None:
             before = lines[:index]
             if marker:
@@ -246,7 +246,9 @@ def _marker_above(lines: list[str], index: int) -> bool:
 # --- the header block --------------------------------------------------------------------
 
 
-def _block(lines: list[str], forms: set[str], timezone: str, marker: bool) -> Original | None:
+def _block(
+    lines: list[str], subject: str, forms: set[str], timezone: str, marker: bool
+) -> Original | None:
     """Read the header block at the top of `lines` and the body under it."""
     if not lines:
         return None
@@ -259,7 +261,7 @@ def _block(lines: list[str], forms: set[str], timezone: str, marker: bool) -> Or
     else:
         fields, end = _fields(lines)
         body = lines[end:]
-    return _classify(fields, body, forms, timezone, marker)
+    return _classify(fields, body, forms, timezone, marker, is_forward_subject(subject))
 
 
 def _fields(lines: list[str]) -> tuple[list[_Field], int]:
@@ -376,7 +378,12 @@ def _subject_span(line: str, forms: set[str]) -> tuple[int, int] | None:
 
 
 def _classify(
-    fields: list[_Field], body: list[str], forms: set[str], timezone: str, marker: bool
+    fields: list[_Field],
+    body: list[str],
+    forms: set[str],
+    timezone: str,
+    marker: bool,
+    forward_subject: bool,
 ) -> Original | None:
     """Which field is what, by content first: the sender holds an address, the date parses,
     the subject equals the outer one; labels known in some language break ties."""
@@ -409,11 +416,16 @@ def _classify(
     for k in order:
         if looks_like_date(fields[k].value):
             date = parse_date(fields[k].value, timezone, languages)
+            if date is not None and date > datetime.now(UTC) + timedelta(days=1):
+                date = None  # an original is older than its forward ("2564": a Thai year)
             if date is not None:
                 date_at = k
                 break
     known = sum(1 for h in hints if h is not None)
-    if date is None and not (marker or known >= 2 or matched_subject):
+    # A bare block ("Name: Bob / Email: bob@x.com / Date: …", a web form pasted in a mail)
+    # is a forward only under a forward subject, and only with a date.
+    bare = not (marker or known >= 2 or matched_subject)
+    if bare and (date is None or not forward_subject):
         return None
     if subject_at is None:
         subject_at = next(
