@@ -98,3 +98,23 @@ def test_a_date_after_the_forward_is_not_the_originals() -> None:
     found = find_original(thai, "FW: ใบเสนอราคา", "Asia/Bangkok")
     assert found is not None and found.sender == ("สมชาย", "somchai@client.co.th")
     assert found.subject == "ใบเสนอราคา" and found.date is None
+
+
+def test_a_body_of_many_date_like_blocks_reads_a_bounded_number_of_dates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A failed date costs dateparser tens of milliseconds: thousands of address-and-date
+    blocks in one body (hostile, or a log pasted in a mail) must not hold a worker."""
+    from ingest.mailbox import forwarding
+    from ingest.mailbox.dates import parse_date as real
+
+    calls: list[str] = []
+
+    def counted(text: str, timezone: str = "UTC", languages: tuple[str, ...] = ()) -> object:
+        calls.append(text)
+        return real(text, timezone, languages)
+
+    monkeypatch.setattr(forwarding, "parse_date", counted)
+    text = "Xx: a@b.com\nYy: 1999 99:99 qq zz\n\n" * 500
+    assert find_original(text, "Fwd: x") is None
+    assert len(calls) == forwarding.MAX_DATE_TRIES

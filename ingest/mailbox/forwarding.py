@@ -28,6 +28,7 @@ from ingest.mailbox.html_text import html_to_text
 Address = tuple[str, str]
 
 MAX_FIELDS = 8
+MAX_DATE_TRIES = 12  # date fields read per mail (see _Dates)
 
 
 @dataclass(frozen=True)
@@ -179,9 +180,10 @@ def find_original(
     """
     if _is_reply_subject(subject):
         return None
-    found = _scan(_normalise(text).split("\n"), subject, timezone)
+    dates = _Dates(timezone)
+    found = _scan(_normalise(text).split("\n"), subject, dates)
     if found is None and html and is_forward_subject(subject):
-        found = _scan(_normalise(html_to_text(html)).split("\n"), subject, timezone)
+        found = _scan(_normalise(html_to_text(html)).split("\n"), subject, dates)
     word = _prefix_word(subject)
     replies_in = REPLY_IN_LANGUAGES.get(word or "", frozenset())
     if found is not None and found.languages and found.languages[0] in replies_in:
@@ -189,21 +191,37 @@ def find_original(
     return found
 
 
-def _scan(lines: list[str], subject: str, timezone: str) -> Original | None:
+class _Dates:
+    """Reads dates in the forwarder's zone, at most `MAX_DATE_TRIES` times per mail: a date
+    that fails costs dateparser tens of milliseconds, and a hostile body of thousands of
+    address-and-date-like blocks must not hold a worker for minutes."""
+
+    def __init__(self, timezone: str) -> None:
+        self.timezone = timezone
+        self.tries = 0
+
+    def parse(self, text: str, languages: tuple[str, ...] = ()) -> datetime | None:
+        if self.tries >= MAX_DATE_TRIES:
+            return None
+        self.tries += 1
+        return parse_date(text, self.timezone, languages)
+
+
+def _scan(lines: list[str], subject: str, dates: _Dates) -> Original | None:
     forms = _subject_forms(subject)
     for quoted in (False, True):
         view = [_unquote(line) for line in lines] if quoted else lines
         for index, line in enumerate(lines):
             if line.lstrip().startswith(">") != quoted:
                 continue
-            found = _forward_at(view, index, subject, forms, timezone)
+            found = _forward_at(view, index, subject, forms, dates)
             if found is not None:
                 return found
     return None
 
 
 def _forward_at(
-    lines: list[str], index: int, subject: str, forms: set[str], timezone: str
+    lines: list[str], index: int, subject: str, forms: set[str], dates: _Dates
 ) -> Original | None:
     """The forward that starts at line `index`, if one does."""
     line = lines[index]
@@ -214,11 +232,11 @@ def _forward_at(
             after = [rest, *after]
         while after and not after[0].strip():
             after = after[1:]
-        found = _block(after, subject, forms, timezone, marker=True)
+        found = _block(after, subject, forms, dates, marker=True)
         return _with_note(found, lines[:index])
     if _field(line) is not None:
         marker = _marker_above(lines, index)
-        found = _block(lines[index:], subject, forms, timezone, marker)
+        found = _block(lines[index:], subject, forms, dates, marker)
         if found is not None:
             before = lines[:index]
             if marker:
@@ -226,7 +244,7 @@ def _forward_at(
                     before = before[:-1]
                 before = before[:-1]  # "Begin forwarded message:" in any language
             return _with_note(found, before)
-    quoted = _quote_header(lines, index, subject, timezone)
+    quoted = _quote_header(lines, index, subject, dates)
     return _with_note(quoted, lines[:index])
 
 
@@ -247,7 +265,7 @@ def _marker_above(lines: list[str], index: int) -> bool:
 
 
 def _block(
-    lines: list[str], subject: str, forms: set[str], timezone: str, marker: bool
+    lines: list[str], subject: str, forms: set[str], dates: _Dates, marker: bool
 ) -> Original | None:
     """Read the header block at the top of `lines` and the body under it."""
     if not lines:
@@ -261,7 +279,7 @@ def _block(
     else:
         fields, end = _fields(lines)
         body = lines[end:]
-    return _classify(fields, body, forms, timezone, marker, is_forward_subject(subject))
+    return _classify(fields, body, forms, dates, marker, is_forward_subject(subject))
 
 
 def _fields(lines: list[str]) -> tuple[list[_Field], int]:
@@ -381,7 +399,7 @@ def _classify(
     fields: list[_Field],
     body: list[str],
     forms: set[str],
-    timezone: str,
+    dates: _Dates,
     marker: bool,
     forward_subject: bool,
 ) -> Original | None:
@@ -415,7 +433,7 @@ def _classify(
     ]
     for k in order:
         if looks_like_date(fields[k].value):
-            date = parse_date(fields[k].value, timezone, languages)
+            date = dates.parse(fields[k].value, languages)
             if date is not None and date > datetime.now(UTC) + timedelta(days=1):
                 date = None  # an original is older than its forward ("2564": a Thai year)
             if date is not None:
@@ -474,7 +492,7 @@ def _date_text(fields: list[_Field], hints: list[str | None]) -> str:
 # --- quote-style header: "<date> <verb> "Name" <address>:" over an indented original ----
 
 
-def _quote_header(lines: list[str], index: int, subject: str, timezone: str) -> Original | None:
+def _quote_header(lines: list[str], index: int, subject: str, dates: _Dates) -> Original | None:
     """Outlook forwards in some locales as a quoted reply: one unindented line holding a
     date, the sender and a closing colon, then the original indented. Only under a forward
     subject: the same shape under any other subject is a reply."""
@@ -495,9 +513,9 @@ def _quote_header(lines: list[str], index: int, subject: str, timezone: str) -> 
     name, date_part = _name_at_end(before)
     # The date comes before the sender ("Le 27/10/2021, « John » <…> a écrit") or after it
     # ('"John" <…> kirjoitti 27.10.2021 klo 9.31', '"陳大文" <…> 於 2021/10/27 上午9:31 寫道').
-    date = _date_in(date_part, timezone)
+    date = _date_in(date_part, dates)
     if date is None:
-        date, date_part = _date_in(after, timezone), after
+        date, date_part = _date_in(after, dates), after
     if date is None:
         return None
     return Original(
@@ -527,7 +545,7 @@ def _name_at_end(text: str) -> tuple[str, str]:
     return " ".join(name).strip(","), " ".join(words).rstrip(" ,")
 
 
-def _date_in(text: str, timezone: str) -> datetime | None:
+def _date_in(text: str, dates: _Dates) -> datetime | None:
     """A date among a few words ("On", "Le", "skrev"…): the words from the first to the last
     holding a digit, then with up to three words before (weekday, month) and one after."""
     words = text.split()
@@ -541,7 +559,7 @@ def _date_in(text: str, timezone: str) -> datetime | None:
             continue
         candidate = " ".join(words[first - before : last + after])
         if looks_like_date(candidate):
-            date = parse_date(candidate, timezone)
+            date = dates.parse(candidate)
             if date is not None:
                 return date
     return None
