@@ -163,17 +163,7 @@ def cmd_run(rt: Runtime, args: argparse.Namespace, doors: Doors) -> int:
     stop = threading.Event()
     sweeper = _start_sweeper(rt, stop)
     imap = _start_imap(rt, stop)
-    s = rt.settings
-    print(
-        f"crm-ingest running\n"
-        f"  SMTP      {s.smtp_host}:{s.smtp_port}  (archive domain {s.archive_domain})\n"
-        f"  HTTP API  http://{s.http_host}:{s.http_port}/docs\n"
-        f"  IMAP      the mailboxes of `crm-ingest mailbox list` (or /api/mailboxes)\n"
-        f"  database  {s.effective_database_url()}\n"
-        f"  broker    {_describe_broker(rt)}\n"
-        f"  API token {token}",
-        flush=True,
-    )
+    print(banner(rt.settings, _describe_broker(rt)), flush=True)
     try:
         asyncio.run(_serve(rt, token, smtp=True, http_socket=doors.http))
     finally:
@@ -592,6 +582,22 @@ def _start_imap(rt: Runtime, stop: threading.Event) -> threading.Thread:
     thread = threading.Thread(target=service.run, name="imap", daemon=True)
     thread.start()
     return thread
+
+
+def banner(s: Settings, broker: str) -> str:
+    """What `run` prints at start. No secret given to the service is printed (terminals and
+    logs are read by others): the database URL without its password, and the admin token only
+    when the service generated it (it is then also in the data directory, mode 0600)."""
+    token = "from CRM_API_TOKEN (not shown)" if s.api_token else _api_token(s)
+    return (
+        f"crm-ingest running\n"
+        f"  SMTP      {s.smtp_host}:{s.smtp_port}  (archive domain {s.archive_domain})\n"
+        f"  HTTP API  http://{s.http_host}:{s.http_port}/docs\n"
+        f"  IMAP      the mailboxes of `crm-ingest mailbox list` (or /api/mailboxes)\n"
+        f"  database  {describe_url(s.effective_database_url())}\n"
+        f"  broker    {broker}\n"
+        f"  API token {token}"
+    )
 
 
 def _api_token(settings: Settings) -> str:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from ingest.cli import banner
+from ingest.settings import Settings
 from tests.dns_server import TestDns
 from tests.helpers import (
     archive_address,
@@ -138,3 +140,20 @@ def _addresses(path: Path) -> list[tuple[int, str, str | None, str | None]]:
             "SELECT card_id, token_hash, expires_at, revoked_at FROM archive_addresses ORDER BY id"
         ).fetchall()
     return rows
+
+
+def test_run_banner_prints_no_secret_it_was_given(tmp_path: Path) -> None:
+    """Issue 20: the probe read `postgresql://postgres:S3cret…` and the admin token from
+    CRM_API_TOKEN in the start banner. Given secrets are masked; a generated token is shown."""
+    given = Settings(
+        database_url="postgresql+psycopg://postgres:S3cretPw@db.internal:5432/crm",
+        api_token="prod-admin-token-0123456789",
+        data_dir=tmp_path,
+    )
+    shown = banner(given, "CRM_BROKER_URL")
+    assert "S3cretPw" not in shown and "prod-admin-token" not in shown
+    assert "postgresql+psycopg://postgres:***@db.internal:5432/crm" in shown
+    assert "API token from CRM_API_TOKEN (not shown)" in shown
+    generated = banner(Settings(data_dir=tmp_path), "embedded Redis")
+    token = (tmp_path / "api_token").read_text().strip()
+    assert generated.splitlines()[-1].split() == ["API", "token", token]
