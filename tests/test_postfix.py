@@ -89,7 +89,7 @@ disable_dns_lookups = yes
 smtp_dns_support_level = disabled
 maillog_file_prefixes = {base}
 maillog_file = {base}/maillog
-# The three lines of README's "Postfix in front":
+# The three lines of docs/operations.md's "Postfix in front":
 relay_domains = archive.test
 transport_maps = inline:{{ archive.test=smtp:[127.0.0.1]:{door} }}
 smtp_send_xforward_command = yes

@@ -2,7 +2,7 @@
 `crm-ingest` processes sharing one database and one broker (Redis, and RabbitMQ), take 50
 concurrent mails to one card (and 10 of them again) exactly once, with exact counters.
 
-Issue 9 ("past one machine"); README "Running several processes".
+Issue 9 ("past one machine"); docs/operations.md "Running several processes".
 """
 
 from __future__ import annotations
