@@ -77,6 +77,16 @@ class Settings(BaseSettings):
     smtp_max_connections: Annotated[int, Field(ge=1)] = 200
     smtp_max_connections_per_ip: Annotated[int, Field(ge=0)] = 50  # as Postfix
     smtp_idle_seconds: Annotated[float, Field(gt=0)] = 300.0
+    # A session lasts at most this long, whatever it sends (NOOP keeps no session forever):
+    # then 421 4.4.2 and closed. After this many commands that move no mail forward (NOOP,
+    # RSET, HELP, VRFY, unknown or refused commands) a session gets 421 4.7.0 and is closed.
+    smtp_session_max_seconds: Annotated[float, Field(gt=0)] = 1800.0
+    smtp_max_junk_commands: Annotated[int, Field(ge=1)] = 50
+    # DATA beyond this many bytes is spooled to a temporary file under data_dir instead of
+    # memory; the bytes of unfinished messages held in memory by all sessions together are
+    # capped (a session that would pass it spools at once).
+    smtp_spool_threshold_bytes: Annotated[int, Field(ge=0)] = 256 * 1024
+    smtp_max_memory_bytes: Annotated[int, Field(ge=1024 * 1024)] = 64 * 1024 * 1024
     # Directory harvesting: after this many unknown archive addresses from one client
     # (IPv4 address or IPv6 /64) within the window, its every RCPT gets 450 4.7.1 until the
     # window has passed. Counted in each SMTP process's memory. 0 = off. Behind a trusted
@@ -127,6 +137,14 @@ class Settings(BaseSettings):
 
     # Largest webhook body read (a batch of 1,000 calls is about 300 KB); larger gets 413.
     hook_max_body_bytes: Annotated[int, Field(ge=1024)] = 5 * 1024 * 1024
+    # Largest body of any other HTTP request (/api, /ui); larger gets 413, by Content-Length
+    # before a byte is read, else as soon as the bytes read pass it. Document uploads have
+    # their own cap. The credentials are checked before the body is read (401 first).
+    api_max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    upload_max_bytes: Annotated[int, Field(ge=1024)] = 50 * 1024 * 1024
+    # Seconds a client may take to send a request's headers (slowloris): then the connection
+    # is closed. Also the time an idle kept-alive connection stays open.
+    http_header_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
 
     # IMAP pollers (mailboxes are configured through the API or `crm-ingest mailbox add`):
     # the polling period of servers without IDLE, how often IDLE is renewed, how soon a

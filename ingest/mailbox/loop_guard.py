@@ -89,3 +89,15 @@ def content_digest(mail: services.EmailRecord) -> str:
         *sorted(hashlib.sha256(file.content).hexdigest() for file in mail.attachments),
     ]
     return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()
+
+
+def report_digest(sender: str, subject: str, text: str) -> str:
+    """`content_digest` for a delivery report (no forward, no files): the same report sent
+    again and again under new Message-IDs is the same message."""
+    parts = [
+        "report-v1",
+        sender.strip().lower(),
+        " ".join(_PREFIXES.sub("", subject).split()),
+        " ".join(text.split()),
+    ]
+    return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()

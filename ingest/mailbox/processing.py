@@ -1,7 +1,8 @@
 """E-mail processing step: inbound id -> parsed mail -> `crm_core.services.record_email`.
 
 Runs in a worker. One transaction claims the inbound item, records the mail on its card
-and finishes the item, so a crash anywhere leaves the item waiting, never half-done.
+and finishes the item, so a crash anywhere leaves the item waiting, never half-done. Mail to
+postmaster is left for the administrators (unmatched), never put on a card.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_core import services
+from crm_core import permissions, services
 from crm_core.db import read_only, unit_of_work
-from crm_core.errors import CoreError
-from crm_core.models import InboundItem, InboundStatus, utcnow
+from crm_core.errors import CoreError, Forbidden
+from crm_core.models import InboundItem, InboundStatus, User, utcnow
 from ingest import inbound
 from ingest.errors import RejectedInput
 from ingest.mailbox.addresses import decode_archive_address, hash_archive_token
@@ -33,8 +35,11 @@ from ingest.mailbox.loop_guard import (
     is_our_trace,
     message_id_hash,
     names_domain,
+    report_digest,
 )
 from ingest.mailbox.parsing import Attachment, ParsedEmail, parse_email
+from ingest.mailbox.postmaster import is_postmaster
+from ingest.mailbox.postmaster import reason as postmaster_reason
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +67,19 @@ class LoopLimit:
 
 @dataclass(frozen=True)
 class Bounce:
-    """A delivery status notification: history only, never a customer message."""
+    """A delivery status notification (RFC 3464 `multipart/report`) put on a card: history
+    only, never a customer message. It passes what any mail passes: its From must be a CRM
+    user who may edit the card, and copies beyond the loop limit are held.
 
+    The CRM sends no mail of its own, so no report answers a mail of ours: a report on a card
+    is one a user forwarded (or redirected) there, e.g. the bounce of a mail they sent to the
+    customer. One arriving from elsewhere (a stranger, a mail server) is refused as a
+    stranger's mail is."""
+
+    logged_by: str  # the From address
     subject: str
     text: str
+    message_id: str = ""
 
 
 def process_email(
@@ -77,6 +91,9 @@ def process_email(
     # Parse before the transaction: a big or hostile message must not hold database locks.
     stored = inbound.load(sessions, inbound_id)
     if stored is None or stored.status != InboundStatus.RECEIVED.value:
+        return
+    if is_postmaster(stored.recipient):
+        _leave_for_administrators(sessions, inbound_id, postmaster_reason(stored.raw))
         return
     mail: services.EmailRecord | Bounce | None = None
     refusal = ""
@@ -91,18 +108,19 @@ def process_email(
         item = inbound.claim(session, inbound_id)
         if item is None:
             return
-        if isinstance(mail, services.EmailRecord):
+        if mail is not None:
             item.sender = mail.logged_by.lower()
         try:
             if mail is None:
                 raise RejectedInput(refusal)
             card_id = _route(session, item, now)
-            if isinstance(mail, services.EmailRecord):
-                # Counted under the card's lock: two mails processed at once cannot both
-                # see the count below the limit.
-                services.lock_card(session, card_id)
-                if _held_as_loop(session, item, mail, now, loops or LoopLimit()):
-                    return
+            # Counted under the card's lock: two mails processed at once cannot both see the
+            # count below the limit.
+            services.lock_card(session, card_id)
+            if isinstance(mail, Bounce):  # record_email checks its own sender
+                _check_archiver(session, card_id, mail.logged_by)
+            if _held_as_loop(session, item, mail, now, loops or LoopLimit()):
+                return
             with session.begin_nested():
                 if isinstance(mail, Bounce):
                     services.record_bounce(session, card_id, mail.subject, mail.text, item.id, now)
@@ -119,13 +137,42 @@ def process_email(
         inbound.finish(item, InboundStatus.PROCESSED, notice or None)
 
 
+def _leave_for_administrators(sessions: sessionmaker[Session], inbound_id: int, why: str) -> None:
+    """Mail to postmaster: kept, unmatched (no card; waits for a person, kept by retention),
+    in the administrators' lists (/api/unmatched, /api/inbound) with `why`."""
+    with unit_of_work(sessions) as session:
+        item = inbound.claim(session, inbound_id)
+        if item is None:
+            return
+        log.info("inbound item %s is mail to postmaster: left for the administrators", item.id)
+        inbound.finish(item, InboundStatus.UNMATCHED, why)
+
+
+def _check_archiver(session: Session, card_id: int, address: str) -> None:
+    """SPEC "Who may archive" for what `services.record_email` does not record: the sender
+    must be a CRM user with edit rights on the card (the same rule and words as there)."""
+    user = session.scalar(select(User).where(User.email == address.lower()))
+    if user is None:
+        raise Forbidden(f"sender {address} is not a CRM user")
+    card = services.get_card(session, card_id)
+    if not permissions.may(session, permissions.Actor(user.id, user.is_admin), card, "edit"):
+        raise Forbidden(f"sender {user.email} may not edit card {card.id}, so not archive to it")
+
+
 def _held_as_loop(
-    session: Session, item: InboundItem, mail: services.EmailRecord, now: datetime, loops: LoopLimit
+    session: Session,
+    item: InboundItem,
+    mail: services.EmailRecord | Bounce,
+    now: datetime,
+    loops: LoopLimit,
 ) -> bool:
     """Keep what identifies the message on its item, then hold it if `loops.count` copies of
     it were already processed for this archive address within `loops.window`."""
     item.message_id_hash = message_id_hash(mail.message_id)
-    item.content_digest = content_digest(mail)
+    if isinstance(mail, Bounce):
+        item.content_digest = report_digest(mail.logged_by, mail.subject, mail.text)
+    else:
+        item.content_digest = content_digest(mail)
     if item.meta.get("released"):  # an operator re-processed it after the hold
         return False
     copies = inbound.recent_copies(session, item, now - loops.window, loops.count)
@@ -165,14 +212,17 @@ def _email_record(
 ) -> services.EmailRecord | Bounce:
     """The mail to record: the original message when it is a forward (inline, or attached
     as message/rfc822), else the mail itself; the header From is always who logged it."""
-    if parsed.content_type == "multipart/report":  # RFC 3464 delivery status notification
-        return Bounce(subject=parsed.subject, text=parsed.text)
-    _refuse_automatic(parsed, item)
+    report = parsed.content_type == "multipart/report"  # RFC 3464 delivery status notification
+    # A report is automatic by nature (Auto-Submitted, a null sender): it is not refused for
+    # that, as it is never recorded as a customer message; loop signs still refuse it.
+    _refuse_automatic(parsed, item, loops_only=report)
     if parsed.from_problem:
         raise RejectedInput(parsed.from_problem)
     if parsed.sender is None:
         raise RejectedInput("the message has no From address")
     sender = parsed.sender
+    if report:
+        return Bounce(sender[1], parsed.subject, parsed.text, parsed.message_id)
     forwarder = sender[1]
     with read_only(sessions) as session:
         timezone = services.timezone_of(session, forwarder) or "UTC"
@@ -266,20 +316,21 @@ def _party(address: tuple[str, str]) -> services.Party:
     return services.Party(name=address[0], address=address[1])
 
 
-def _refuse_automatic(parsed: ParsedEmail, item: InboundItem) -> None:
-    """Auto-replies, bulk mail, bounces and loops are not customer messages (RFC 3834).
+def _refuse_automatic(parsed: ParsedEmail, item: InboundItem, loops_only: bool = False) -> None:
+    """Auto-replies, bulk mail, bounces and loops are not customer messages (RFC 3834);
+    with `loops_only` (a delivery report) only the signs of a loop are looked at.
 
     A loop shows as an X-Loop header naming our archive domain (the procmail and mailing
     list convention), our own Received line among the headers we received (the mail came
     through this door before), or more Received lines than a mail needs (RFC 5321 6.3)."""
     fields = header_fields(item.raw)
-    for name, value in fields:  # every one of them: a repeated header does not hide a mark
+    for name, value in [] if loops_only else fields:  # a repeated header does not hide a mark
         auto = value.split(";")[0].strip().lower()
         if name == "auto-submitted" and auto and auto != "no":
             raise RejectedInput(f"automatic message (Auto-Submitted: {auto})")
         if name == "precedence" and value.strip().lower() in {"bulk", "junk", "list"}:
             raise RejectedInput(f"bulk message (Precedence: {value.strip().lower()})")
-    if item.meta.get("mail_from") == "":  # MAIL FROM:<> (RFC 5321 section 4.5.5)
+    if item.meta.get("mail_from") == "" and not loops_only:  # MAIL FROM:<> (RFC 5321 4.5.5)
         raise RejectedInput("null envelope sender (a bounce or notification)")
     domain = item.recipient.rpartition("@")[2].lower()
     for name, value in fields:

@@ -1,8 +1,10 @@
 """The SMTP front door (aiosmtpd; the only module importing it).
 
-RCPT: unknown or revoked archive address -> 550 5.1.1, early and cheaply. DATA: the sender
-checked (`verify`), the raw message committed to the inbound store with our Received line on
-top, its id sent on, 250.
+RCPT: unknown or revoked archive address -> 550 5.1.1, early and cheaply; postmaster is
+accepted (RFC 5321 section 4.5.1: processing leaves it for the administrators). DATA: the text
+streamed into a spool (memory, then a temporary file: `spool`), the sender checked (`verify`),
+the raw message committed to the inbound store with our Received line on top, its id sent
+on, 250. A session ends after a lifetime, or after too many commands that deliver nothing.
 
 Behind a relay (CRM_SMTP_TRUSTED_RELAYS, e.g. Postfix) the "client" of the checks, the
 unknown-address brake and the logs is the relay's own client: as Postfix's XFORWARD gives it
@@ -19,12 +21,13 @@ import ipaddress
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
@@ -40,7 +43,9 @@ from ingest.mailbox.addresses import (
     hash_archive_token,
 )
 from ingest.mailbox.loop_guard import trace_line
+from ingest.mailbox.postmaster import postmaster_address
 from ingest.mailbox.sender_auth import Arrival, Verdict, received_client, without_our_results
+from ingest.mailbox.spool import SPOOL_SUBDIR, MemoryBudget, Spool, return_memory
 from ingest.settings import IPNetwork, Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,10 @@ TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try later"
 COMMAND_TOO_LONG = "500 5.5.2 Line too long"
 TEXT_LINE_TOO_LONG = "500 5.5.2 Line too long in message text"
 MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
+TOO_MUCH_DATA = "552 5.3.4 Message size exceeds fixed limit"
+# {host}: our hostname. Written as the session is closed (the idle one, 4.4.2, likewise).
+SESSION_TOO_LONG = "421 4.4.2 {host} Session time limit reached, closing connection"
+TOO_MANY_JUNK = "421 4.7.0 {host} Too many commands without mail, closing connection"
 # XFORWARD (Postfix): the attributes we take, and our answers (as Postfix's smtpd words them).
 XFORWARD_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
 XFORWARD_EHLO = "250-XFORWARD " + " ".join(XFORWARD_ATTRIBUTES)
@@ -81,6 +90,7 @@ _ENHANCED = {
     "500 Command line too long": COMMAND_TOO_LONG,
     "500 Line too long (see RFC5321 4.5.3.1.6)": TEXT_LINE_TOO_LONG,
     "530 Must issue a STARTTLS command first": MUST_STARTTLS,
+    "552 Error: message size exceeds fixed maximum message size": TOO_MUCH_DATA,
 }
 
 # A token hash that matches nothing: an address without a token is looked up anyway,
@@ -107,6 +117,11 @@ class DoorLimits:
     unknown_rcpt_limit: int
     unknown_rcpt_window_seconds: float
     trusted_relays: tuple[IPNetwork, ...] = ()
+    session_max_seconds: float = 1800.0
+    max_junk_commands: int = 50
+    spool_threshold_bytes: int = 256 * 1024
+    max_memory_bytes: int = 64 * 1024 * 1024
+    spool_dir: Path = Path("var") / SPOOL_SUBDIR
 
     @classmethod
     def from_settings(cls, s: Settings) -> DoorLimits:
@@ -120,6 +135,11 @@ class DoorLimits:
             unknown_rcpt_limit=s.smtp_unknown_rcpt_limit,
             unknown_rcpt_window_seconds=s.smtp_unknown_rcpt_window_seconds,
             trusted_relays=s.trusted_relay_networks,
+            session_max_seconds=s.smtp_session_max_seconds,
+            max_junk_commands=s.smtp_max_junk_commands,
+            spool_threshold_bytes=s.smtp_spool_threshold_bytes,
+            max_memory_bytes=s.smtp_max_memory_bytes,
+            spool_dir=s.data_dir / SPOOL_SUBDIR,
         )
 
 
@@ -367,6 +387,10 @@ class ArchiveHandler:
         address = address.strip()
         if len(address) > MAX_ADDRESS_LENGTH or not address.isprintable() or " " in address:
             return BAD_ADDRESS
+        postmaster = postmaster_address(address, self._archive_domain)
+        if postmaster is not None:  # stored like any mail; processing puts it on no card
+            envelope.rcpt_tos.append(postmaster)
+            return "250 2.1.5 OK"
         if address.rpartition("@")[2].lower() != self._archive_domain:
             return NOT_OUR_DOMAIN
         token = decode_archive_address(address)
@@ -395,7 +419,7 @@ class ArchiveHandler:
         }
         if origin.relay:
             meta.update(relay=origin.relay, relay_helo=origin.relay_helo, client_from=origin.via)
-        received = without_our_results(raw, self._archive_domain)
+        received = self._without_our_results(raw)
         stored = received  # used if nothing checks
         if self._verify is not None:
             verdict = await self._verified(
@@ -433,6 +457,20 @@ class ArchiveHandler:
             ids,
         )
         return ACCEPTED
+
+    def _without_our_results(self, raw: bytes) -> bytes:
+        """`raw` without Authentication-Results claiming our name, as `without_our_results`
+        gives it, but only the part up to the first empty CRLF line is looked at (the
+        header ends there or earlier; what follows is kept as is) and `raw` itself is
+        returned when nothing is removed: a large message is neither cut into lines nor
+        copied."""
+        end = raw.find(b"\r\n\r\n")
+        if end < 0:
+            return without_our_results(raw, self._archive_domain)
+        end += 4
+        head = raw[:end]
+        cleaned = without_our_results(head, self._archive_domain)
+        return raw if cleaned == head else cleaned + raw[end:]
 
     def _traced(self, stored: bytes, received: bytes, session: Session) -> bytes:
         """`stored` with our Received line (RFC 5321 section 4.4) just above the mail as
@@ -487,11 +525,17 @@ def _in_networks(host: str, networks: tuple[IPNetwork, ...]) -> bool:
 
 
 class _Door(SMTP):
-    """aiosmtpd's session with our limits: connection caps, idle close with 421, line
-    lengths of our own and enhanced status codes on aiosmtpd's refusals."""
+    """aiosmtpd's session with our limits: connection caps, idle close with 421, a lifetime
+    and a junk-command limit, line lengths of our own, DATA streamed into a spool, and
+    enhanced status codes on aiosmtpd's refusals."""
 
     def __init__(
-        self, handler: ArchiveHandler, limits: DoorLimits, count: ConnectionCount, **kwargs: Any
+        self,
+        handler: ArchiveHandler,
+        limits: DoorLimits,
+        count: ConnectionCount,
+        budget: MemoryBudget,
+        **kwargs: Any,
     ) -> None:
         # aiosmtpd keeps these on the class, shared by every session (and reset by each new
         # one); ours are per session. The text line limit allows the transparent dot.
@@ -499,12 +543,18 @@ class _Door(SMTP):
         self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
         self.line_length_limit = limits.max_line_bytes + 1
         self._count = count
+        self._limits = limits
+        self._budget = budget
         self._trusted_relays = limits.trusted_relays
         self._relay = False  # the connection comes from a trusted relay
         self._in_ehlo = False
         self._client: str | None = None
         self._admitted = False
         self._in_data = False
+        self._junk = 0  # commands that moved no mail forward since the last mail accepted
+        self._lifetime: asyncio.TimerHandle | None = None
+        self._storing = False  # the handler is storing a message: the lifetime waits for it
+        self._expired = False
         super().__init__(handler, timeout=limits.idle_seconds, **kwargs)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -513,6 +563,9 @@ class _Door(SMTP):
             self._client = client_key(peer)
             self._admitted = self._count.admit(self._client)
             self._relay = _in_networks(_peer(peer), self._trusted_relays)
+            self._lifetime = self.loop.call_later(
+                self._limits.session_max_seconds, self._lifetime_cb
+            )
         super().connection_made(transport)
 
     def _create_session(self) -> Session:
@@ -525,6 +578,9 @@ class _Door(SMTP):
         if self._admitted and self._client is not None:
             self._admitted = False
             self._count.release(self._client)
+        if self._lifetime is not None:
+            self._lifetime.cancel()
+            self._lifetime = None
         super().connection_lost(error)
 
     def data_received(self, data: bytes) -> None:
@@ -533,13 +589,6 @@ class _Door(SMTP):
         if self._in_data and self._timeout_handle is not None:
             self._reset_timeout()
         super().data_received(data)
-
-    async def smtp_DATA(self, arg: str) -> None:
-        self._in_data = True
-        try:
-            await super().smtp_DATA(arg)
-        finally:
-            self._in_data = False
 
     async def _handle_client(self) -> None:
         if not self._admitted:
@@ -556,6 +605,22 @@ class _Door(SMTP):
             self.transport.write(reply.encode("ascii", "replace"))
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
+    def _lifetime_cb(self) -> None:
+        """The session's time is up, whatever it is doing (NOOPs keep no session open;
+        a DATA trickling in is cut), except while a message is being stored: that one is
+        answered first."""
+        if self._storing:
+            self._expired = True
+            return
+        log.info("SMTP session of %s closed: lifetime reached", self._client)
+        self._close_with(SESSION_TOO_LONG)
+
+    def _close_with(self, reply: str) -> None:
+        if isinstance(self.transport, asyncio.WriteTransport):
+            line = reply.format(host=self.hostname) + "\r\n"
+            self.transport.write(line.encode("ascii", "replace"))
+            self.transport.close()
+
     async def smtp_EHLO(self, hostname: str) -> None:
         self.command_size_limits.clear()  # aiosmtpd adds the extensions' share at each EHLO
         self._in_ehlo = self._relay  # XFORWARD is offered to trusted relays only
@@ -563,6 +628,127 @@ class _Door(SMTP):
             await super().smtp_EHLO(hostname)
         finally:
             self._in_ehlo = False
+
+    # Junk: commands that move no mail forward. Each one, and each refused command (a 4xx
+    # or 5xx answer), counts; a mail accepted starts the count again (as Postfix's
+    # smtpd_junk_command_limit: a relay's RSET between mails is no abuse). At the limit the
+    # session is answered 421 4.7.0 and closed. aiosmtpd itself closes after 5 unknown
+    # commands (502 5.5.1).
+
+    async def _junk_command(self, command: Awaitable[None]) -> None:
+        before = self._junk
+        await command
+        if self._junk == before:  # not already counted as a refusal
+            self._count_junk()
+
+    def _count_junk(self) -> None:
+        self._junk += 1
+        if self._junk >= self._limits.max_junk_commands:
+            log.info("SMTP session of %s closed: %d junk commands", self._client, self._junk)
+            self._close_with(TOO_MANY_JUNK)
+
+    @syntax("NOOP [ignored]")
+    async def smtp_NOOP(self, arg: str) -> None:
+        await self._junk_command(super().smtp_NOOP(arg))
+
+    @syntax("RSET")
+    async def smtp_RSET(self, arg: str) -> None:
+        await self._junk_command(super().smtp_RSET(arg))
+
+    @syntax("HELP [command]")
+    async def smtp_HELP(self, arg: str) -> None:
+        await self._junk_command(super().smtp_HELP(arg))
+
+    @syntax("VRFY <address>")
+    async def smtp_VRFY(self, arg: str) -> None:
+        await self._junk_command(super().smtp_VRFY(arg))
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA (1.4), with the text streamed into a `Spool` instead of held as a
+        list of lines: the same checks, answers and dot-unstuffing (RFC 5321 4.5.2)."""
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        spool = Spool(self._limits.spool_dir, self._limits.spool_threshold_bytes, self._budget)
+        try:
+            self._in_data = True
+            try:
+                refusal = await self._receive(spool)
+            finally:
+                self._in_data = False
+            if refusal is not None:
+                spool.close()
+                self._set_post_data_state()  # type: ignore[no-untyped-call]
+                await self.push(refusal)
+                return
+            # Read back whole for the checks and the store (which take bytes), as many at
+            # once as the memory budget allows: the others wait, on disk, for their turn.
+            self._storing = True
+            try:
+                async with self._budget.hold(spool.size):
+                    raw = spool.getvalue()
+                    spool.close()
+                    self.envelope.content = self.envelope.original_content = raw
+                    del raw  # the envelope holds the one copy, dropped with it below
+                    status = await self._call_handler_hook("DATA")
+                    self._set_post_data_state()  # type: ignore[no-untyped-call]
+            finally:
+                self._storing = False
+                if spool.size > self._limits.spool_threshold_bytes:
+                    return_memory()  # a large message's copies are freed: give them back
+        finally:
+            spool.close()
+        status = "250 OK" if status is MISSING else status
+        if status.startswith("250"):
+            self._junk = 0
+        await self.push(status)
+        if self._expired:
+            self._lifetime_cb()
+
+    async def _receive(self, spool: Spool) -> str | None:
+        """Read the text up to CRLF "." CRLF into `spool`; the refusal to answer, if any. A
+        refused message is read to its end (RFC 5321 4.2.5) without keeping anything."""
+        size, limit = 0, self.data_size_limit
+        refusal: str | None = None
+        in_long_line = False  # within a line longer than the reader's limit
+        while self.transport is not None:
+            try:
+                line = await self._reader.readuntil(b"\r\n")
+            except asyncio.CancelledError:
+                log.info("connection of %s lost during DATA", self._client)
+                self._writer.close()
+                raise
+            except asyncio.LimitOverrunError as exc:
+                refusal = refusal or TEXT_LINE_TOO_LONG
+                line = await self._reader.read(exc.consumed)
+            if not in_long_line and line == b".\r\n":
+                break
+            whole_line = line.endswith(b"\r\n")
+            size += len(line)
+            if refusal is None and limit and size > limit:
+                refusal = TOO_MUCH_DATA
+            elif refusal is None and len(line) > self.line_length_limit:
+                refusal = TEXT_LINE_TOO_LONG
+            if refusal is None:
+                try:
+                    spool.write(line[1:] if line.startswith(b".") else line)
+                except OSError:  # e.g. the disk is full: the client tries again later
+                    log.exception("cannot spool a message; answering 451")
+                    refusal = TRY_LATER
+            if refusal is not None:
+                spool.close()  # what was kept goes at once; nothing more is kept
+            in_long_line = not whole_line
+        return refusal
 
     @syntax("XFORWARD attribute=value ...", when="_relay")
     async def smtp_XFORWARD(self, arg: str) -> None:
@@ -594,6 +780,9 @@ class _Door(SMTP):
             await super().push(_ENHANCED.get(status, status))
         else:
             await super().push(status)
+        code = status[:3] if isinstance(status, str) else status[:3].decode("ascii", "replace")
+        if code[:1] in ("4", "5") and code != "421":  # a refusal (421: we are closing)
+            self._count_junk()
 
 
 def load_tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -648,12 +837,14 @@ async def start_smtp_server(
     """
     loop = asyncio.get_running_loop()
     count = ConnectionCount(limits.max_connections, limits.max_connections_per_ip)
+    budget = MemoryBudget(limits.max_memory_bytes)  # shared by this server's sessions
 
     def protocol() -> SMTP:
         return _Door(
             handler,
             limits,
             count,
+            budget,
             data_size_limit=max_message_bytes,
             enable_SMTPUTF8=True,
             hostname=hostname,
