@@ -96,7 +96,11 @@ def main() -> None:
         + table(entries)
         + "\n"
     )
-    (ROOT / "BENCHMARKS.md").write_text(report)
+    # The standalone benches (bench/http_memory.py, bench/smtp_memory.py) keep their own
+    # sections below the table: everything from the first "## " heading on is kept.
+    path = ROOT / "BENCHMARKS.md"
+    old = path.read_text() if path.exists() else ""
+    path.write_text(report + (old[old.find("\n## ") :] if "\n## " in old else ""))
     print()
     print(table(entries))
 

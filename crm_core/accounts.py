@@ -1,20 +1,23 @@
 """Users' access: per-user API tokens (shown once, stored hashed, revocable), roles and
-their levels, departments with their heads, the administrator flag, calendar feed tokens.
-The HTTP layer turns a bearer token into a `permissions.Actor` through `actor_for_token`.
+their levels, departments with their heads, the administrator flag, calendar feed tokens,
+signed-out web sessions. The HTTP layer turns a bearer token into a `permissions.Actor`
+through `actor_for_token`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from contextlib import suppress
 from datetime import datetime
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm_core import counters, permissions
 from crm_core.errors import Conflict, NotFound, get_or_not_found
-from crm_core.models import ApiToken, Department, Role, User, UserRole
+from crm_core.models import ApiToken, Department, EndedWebSession, Role, User, UserRole
 
 
 def token_hash(token: str) -> str:
@@ -54,6 +57,22 @@ def actor_for_token(session: Session, token: str) -> permissions.Actor | None:
         .where(ApiToken.token_hash == token_hash(token), ApiToken.revoked_at.is_(None))
     ).first()
     return None if row is None else permissions.Actor(row.user_id, admin=bool(row.is_admin))
+
+
+# --- web page sessions ------------------------------------------------------------------
+
+
+def end_web_session(session: Session, session_id: str, until: datetime, now: datetime) -> None:
+    """Record a signed-out session until `until` (its cookie's own end: no copy of the
+    cookie works after it anyway); ended sessions already past their end are forgotten."""
+    session.execute(delete(EndedWebSession).where(EndedWebSession.ends_at < now))
+    # Two sign-outs of one session at once: the second finds the first's row.
+    with suppress(IntegrityError), session.begin_nested():
+        session.add(EndedWebSession(session_id=session_id, ends_at=until))
+
+
+def web_session_ended(session: Session, session_id: str) -> bool:
+    return session.get(EndedWebSession, session_id) is not None
 
 
 # --- roles and departments -------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -235,6 +236,7 @@ def make_router(
                 contact_emails=[str(e) for e in body.contact_emails],
                 contact_phones=body.contact_phones,
                 default_region=default_region,
+                actor=who,  # an existing contact only as `permissions.check_contact` allows
             )
             return schemas.CardOut.of(card, unread=False)
 
@@ -302,11 +304,11 @@ def make_router(
         card_id: int,
         who: Who,
         type: Annotated[
-            list[str] | None,
+            list[Annotated[str, Field(pattern=f"^({'|'.join(history.FILTERS)})$")]] | None,
             Query(description=f"filter, repeatable: {', '.join(history.FILTERS)}"),
         ] = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: schemas.Instant | None = None,
+        until: schemas.Instant | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> schemas.HistoryOut:
         """Newest first; filtered by type (closed tasks, e-mail, WhatsApp, SMS, chat, calls,
@@ -341,8 +343,11 @@ def make_router(
     def upload_document(
         card_id: int,
         who: Who,
-        name: Annotated[str, Query(min_length=1, max_length=255, description="file name")],
-        content: Annotated[bytes, Body(media_type="application/octet-stream")],
+        name: Annotated[
+            str,
+            Query(min_length=1, max_length=255, pattern=schemas.NOT_BLANK, description="file name"),
+        ],
+        content: Annotated[bytes, Body(media_type="application/octet-stream", min_length=1)],
         request: Request,
     ) -> schemas.DocumentOut:
         """Upload a file to the card (the body is the file; its Content-Type its type)."""
@@ -362,7 +367,9 @@ def make_router(
         # RFC 6266/5987: the file's own name, whatever its script.
         disposition = f"attachment; filename*=UTF-8''{quote(document.file_name)}"
         return Response(
-            content, media_type=document.media_type, headers={"Content-Disposition": disposition}
+            content,
+            media_type=history.served_media_type(document.media_type),
+            headers={"Content-Disposition": disposition},
         )
 
     @router.delete("/documents/{document_id}", status_code=204)
@@ -397,7 +404,7 @@ def make_router(
     @router.get("/kanban")
     def kanban(
         who: Who,
-        entity_type: str = "deal",
+        entity_type: schemas.EntityTypeName = "deal",
         stage: str | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> schemas.KanbanOut:
@@ -415,10 +422,12 @@ def make_router(
 
     @router.post("/activities", status_code=201)
     def create_activity(body: schemas.ActivityIn, who: Who) -> schemas.ActivityOut:
-        """An activity on one or several cards; needs the right to edit each of them."""
+        """An activity on one or several cards; needs the right to edit each of them, to
+        hand it to its responsible (as a card: the add level) and to see its contacts."""
         with writing() as session:
-            for card_id in body.all_card_ids():
-                permissions.card_for(session, who, card_id, "edit")
+            cards = [permissions.card_for(session, who, i, "edit") for i in body.all_card_ids()]
+            permissions.check_hand_over(session, who, cards, body.responsible_id)
+            _check_contacts(session, who, body.contact_ids, [])
             activity = activities.create_activity(
                 session,
                 ActivityFields(
@@ -434,20 +443,21 @@ def make_router(
                 ),
                 clock(),
             )
-            return schemas.ActivityOut.of(activity)
+            [shown] = _shown(session, who, [activity])
+            return shown
 
     @router.get("/activities")
     def list_activities(
         who: Who,
-        responsible_id: int | None = None,
+        responsible_id: schemas.DbId | None = None,
         status: str | None = None,
         type: str | None = None,
-        card_id: int | None = None,
+        card_id: schemas.DbId | None = None,
         is_open: bool | None = None,
-        deadline_from: datetime | None = None,
-        deadline_to: datetime | None = None,
+        deadline_from: schemas.Instant | None = None,
+        deadline_to: schemas.Instant | None = None,
         subordinates_of: Annotated[
-            int | None, Query(description="open activities of this user's subordinates")
+            schemas.DbId | None, Query(description="open activities of this user's subordinates")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> schemas.ActivityListOut:
@@ -466,7 +476,7 @@ def make_router(
                     deadline_to=deadline_to,
                     subordinates_of=subordinates_of,
                     limit=limit,
-                    visible=permissions.readable(session, who),
+                    visible=permissions.visible_activities(session, who),
                 ),
             )
             return schemas.ActivityListOut(items=_shown(session, who, found))
@@ -475,26 +485,27 @@ def make_router(
         found = activities.get_activity(session, activity_id, lock=action != "read")
         return permissions.activity_for(session, who, found, action)
 
-    @router.get("/activities/{activity_id}")
+    @router.get("/activities/{activity_id:int}")
     def get_activity(activity_id: int, who: Who) -> schemas.ActivityOut:
         with reading() as session:
             [shown] = _shown(session, who, [activity(session, who, activity_id, "read")])
             return shown
 
-    @router.patch("/activities/{activity_id}")
+    @router.patch("/activities/{activity_id:int}")
     def edit_activity(
         activity_id: int, body: schemas.ActivityPatch, who: Who
     ) -> schemas.ActivityOut:
         with writing() as session:
             found = activity(session, who, activity_id, "edit")
-            for card_id in body.card_ids or []:
-                permissions.card_for(session, who, card_id, "edit")
+            cards = [permissions.card_for(session, who, i, "edit") for i in body.card_ids or []]
+            _check_change(session, who, found, _fields(body), cards)
             if history.reopens(session, found, body.status):
                 history.check_reopen(session, who, found)
             edited = activities.edit_activity(session, found, _fields(body), who.user_id, clock())
-            return schemas.ActivityOut.of(edited)
+            [shown] = _shown(session, who, [edited])
+            return shown
 
-    @router.delete("/activities/{activity_id}", status_code=204)
+    @router.delete("/activities/{activity_id:int}", status_code=204)
     def delete_activity(activity_id: int, who: Who) -> Response:
         with writing() as session:
             activities.delete_activity(
@@ -502,30 +513,33 @@ def make_router(
             )
         return Response(status_code=204)
 
-    @router.post("/activities/{activity_id}/close")
+    @router.post("/activities/{activity_id:int}/close")
     def close_activity(activity_id: int, body: schemas.CloseIn, who: Who) -> schemas.ActivityOut:
-        """Complete it; each of its cards' history gets a "task_closed" entry."""
+        """Complete it (who may edit its cards, or its responsible); each of its cards'
+        history gets a "task_closed" entry."""
         with writing() as session:
             closed = activities.close_activity(
                 session,
-                activity(session, who, activity_id, "edit"),
+                activity(session, who, activity_id, "close"),
                 body.status,
                 body.success,
                 who.user_id,
                 clock(),
             )
-            return schemas.ActivityOut.of(closed)
+            [shown] = _shown(session, who, [closed])
+            return shown
 
-    @router.post("/activities/{activity_id}/reopen")
+    @router.post("/activities/{activity_id:int}/reopen")
     def reopen_activity(activity_id: int, who: Who) -> schemas.ActivityOut:
         """Back to the open activities, as the history settings allow; recorded in history."""
         with writing() as session:
             found = activity(session, who, activity_id, "edit")
             history.check_reopen(session, who, found)
             reopened = activities.reopen_activity(session, found, who.user_id, clock())
-            return schemas.ActivityOut.of(reopened)
+            [shown] = _shown(session, who, [reopened])
+            return shown
 
-    @router.post("/activities/{activity_id}/comments", status_code=201)
+    @router.post("/activities/{activity_id:int}/comments", status_code=201)
     def comment_activity(activity_id: int, body: schemas.CommentIn, who: Who) -> schemas.CommentOut:
         author = _author(body, who)
         with writing() as session:
@@ -538,17 +552,22 @@ def make_router(
     @router.post("/activities/bulk")
     def bulk(body: schemas.BulkIn, who: Who) -> schemas.BulkOut:
         """One action on many activities, all or nothing: every id is checked (404 for one
-        the actor may not read, 403 for one they may not edit) before anything changes."""
+        the actor may not read, 403 for one they may not edit, or not close for `done`, or
+        not hand to the new responsible) before anything changes."""
         fields = _fields(body.changes) if body.changes else ActivityFields()
         fields.responsible_id = body.responsible_id or fields.responsible_id
         fields.status = body.status or fields.status
+        # Only these two change the responsible or the contacts (activities.bulk).
+        changes = fields if body.action in ("assign", "edit") else ActivityFields()
+        if body.action == "assign":
+            changes = ActivityFields(responsible_id=fields.responsible_id)
         with writing() as session:
+            cards = [permissions.card_for(session, who, i, "edit") for i in changes.card_ids or []]
             for activity_id in sorted(set(body.ids)):
-                found = activity(session, who, activity_id, "edit")
+                found = activity(session, who, activity_id, _BULK_NEEDS.get(body.action, "edit"))
                 if body.action == "not_done" or history.reopens(session, found, fields.status):
                     history.check_reopen(session, who, found)
-            for card_id in fields.card_ids or []:
-                permissions.card_for(session, who, card_id, "edit")
+                _check_change(session, who, found, changes, cards)
             changed = activities.bulk(session, body.ids, body.action, fields, who.user_id, clock())
         return schemas.BulkOut(changed=changed)
 
@@ -558,7 +577,7 @@ def make_router(
     def get_calendar(
         who: Who,
         users: Annotated[
-            str, Query(pattern=r"^[0-9]+(,[0-9]+){0,19}$", description="ids, e.g. 1,2")
+            str, Query(pattern=r"^[0-9]{1,10}(,[0-9]{1,10}){0,19}$", description="ids, e.g. 1,2")
         ],
         view: Annotated[str, Query(pattern="^(day|week|month)$")] = "week",
         start: Annotated[
@@ -569,7 +588,9 @@ def make_router(
             date | None,
             Query(alias="to", description="with `from`: the last day shown, instead of the view"),
         ] = None,
-        timezone: Annotated[str | None, Query(description="default: the first user's")] = None,
+        timezone: Annotated[
+            schemas.TimeZone | None, Query(description="default: the first user's")
+        ] = None,
     ) -> schemas.CalendarOut:
         """Several users' activities side by side, on the cards the actor may read: the day,
         week (Monday to Sunday) or month containing `from`, or `from` to `to`; times in
@@ -578,7 +599,7 @@ def make_router(
         with reading() as session:
             people = [services.get_user(session, i) for i in ids]
             span = calendar.window(view, start, end, timezone or people[0].timezone, clock())
-            visible = permissions.readable(session, who)
+            visible = permissions.visible_activities(session, who)
             shown = [
                 schemas.CalendarUserOut(
                     user_id=p.id,
@@ -594,11 +615,20 @@ def make_router(
             ]
         return schemas.CalendarOut(view=view, start=span.start, end=span.end, users=shown)
 
-    @router.get("/reports/activities", response_model=None)
+    @router.get(
+        "/reports/activities",
+        response_model=None,
+        responses={
+            200: {
+                "model": schemas.ReportOut,
+                "content": {"text/csv": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     def activity_report(
         who: Who,
-        since: datetime,
-        until: datetime,
+        since: schemas.Instant,
+        until: schemas.Instant,
         format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
     ) -> schemas.ReportOut | Response:
         """Activities created in the period by type, status and responsible (JSON or CSV)."""
@@ -606,7 +636,7 @@ def make_router(
             raise InvalidInput("since and until need their UTC offset")
         with reading() as session:
             rows = reports.activity_counts(
-                session, since, until, permissions.readable(session, who)
+                session, since, until, permissions.visible_activities(session, who)
             )
         if format == "json":
             return schemas.ReportOut(
@@ -645,18 +675,44 @@ def make_router(
 
 
 def _shown(session: Session, who: Actor, found: list[Activity]) -> list[schemas.ActivityOut]:
-    """Activities as the actor may see them: an activity on a card they may read also names
-    its other cards only when they may read those too (ids are not confirmed)."""
+    """Activities as the actor may see them, wherever one is output: it names its cards
+    (`card_ids`, and its main card `card_id`, else null) only when they may read them (ids
+    are not confirmed); its responsible may see one on cards they may not read."""
     out = [schemas.ActivityOut.of(a) for a in found]
     if who.admin:
         return out
-    ids = {card_id for a in out for card_id in a.card_ids}
+    ids = {card_id for a in out for card_id in [*a.card_ids, a.card_id] if card_id is not None}
     readable = set(
         session.scalars(select(Card.id).where(Card.id.in_(ids), permissions.readable(session, who)))
     )
     for a in out:
         a.card_ids = [card_id for card_id in a.card_ids if card_id in readable]
+        if a.card_id not in readable:
+            a.card_id = None
     return out
+
+
+# What each bulk action needs on every activity it is given (others: edit).
+_BULK_NEEDS = {"done": "close"}
+
+
+def _check_change(
+    session: Session, who: Actor, found: Activity, fields: ActivityFields, cards: list[Card]
+) -> None:
+    """An edit of an activity (single or bulk) onto `cards` (its new cards, which the actor
+    may edit; none: it stays on its own): the right to hand it to a new responsible, and to
+    see the contacts it adds."""
+    if fields.responsible_id is not None and fields.responsible_id != found.responsible_id:
+        permissions.check_hand_over(session, who, cards or list(found.cards), fields.responsible_id)
+    if fields.contact_ids is not None:
+        _check_contacts(session, who, fields.contact_ids, [c.id for c in found.contacts])
+
+
+def _check_contacts(session: Session, who: Actor, ids: list[int], linked: list[int]) -> None:
+    """Contacts an activity newly names follow the contact rule (`check_contact`)."""
+    for contact_id in dict.fromkeys(ids):
+        if contact_id not in linked:
+            permissions.check_contact(session, who, contact_id, str(contact_id))
 
 
 def _team(session: Session, who: Actor) -> list[int]:

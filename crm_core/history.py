@@ -6,6 +6,7 @@ and the administrator's settings on who may reopen a closed task or delete a doc
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +32,30 @@ FILTERS: dict[str, tuple[str, ...]] = {
     "notes": ("note",),
 }
 MAX_DOCUMENT_BYTES = 50 * 1024 * 1024
+# A document's media type is sent back as the Content-Type header of its content: RFC 9110
+# §8.3.1 `type "/" subtype *( OWS ";" OWS parameter )`, each name a token (§5.6.2), each
+# value a token or a quoted-string (§5.6.4), ASCII only (RFC 6838 §4.2). What does not
+# parse is no media type (a header that cannot be sent, or could smuggle another).
+_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[\t !#-\[\]-~]|\\[\t -~])*"'
+_MEDIA_TYPE = re.compile(rf"{_NAME}/{_NAME}(?:[ \t]*;[ \t]*(?:{_NAME}=(?:{_NAME}|{_QUOTED}))?)*")
+MEDIA_TYPE_MAX = 255  # the column's size
+OCTET_STREAM = "application/octet-stream"
+
+
+def media_type(value: str) -> str | None:
+    """The media type with its surrounding spaces removed, or None when it is not one (or
+    is longer than the column: cut, it could end inside a quoted value)."""
+    value = value.strip(" \t")
+    if len(value) > MEDIA_TYPE_MAX or not _MEDIA_TYPE.fullmatch(value):
+        return None
+    return value
+
+
+def served_media_type(stored: str) -> str:
+    """The Content-Type to serve a document with: its stored type, or application/
+    octet-stream for one stored before types were checked (never a 500)."""
+    return media_type(stored) or OCTET_STREAM
 
 
 def card_history(
@@ -102,14 +127,22 @@ def upload_document(
     session: Session,
     card: Card,
     file_name: str,
-    media_type: str,
+    given_type: str,
     content: bytes,
     by: int | None,
     now: datetime,
 ) -> Document:
-    """A file uploaded to the card: a document, and an entry in its history."""
+    """A file uploaded to the card: a document, and an entry in its history. `given_type`
+    is the request's Content-Type ("" when none: application/octet-stream)."""
     if not file_name.strip() or len(file_name) > 255:
         raise InvalidInput("name: a file name of 1 to 255 characters")
+    media = media_type(given_type) if given_type.strip() else OCTET_STREAM
+    if media is None:
+        raise InvalidInput(
+            f"Content-Type: {given_type[:100]!r} is not a media type: type/subtype "
+            "(RFC 9110 tokens) with optional ;name=value parameters, ASCII, at most "
+            f"{MEDIA_TYPE_MAX} characters"
+        )
     if len(content) > MAX_DOCUMENT_BYTES:
         raise InvalidInput(f"body: a document is at most {MAX_DOCUMENT_BYTES} bytes")
     digest = hashlib.sha256(content).hexdigest()
@@ -122,13 +155,13 @@ def upload_document(
         "document",
         by,
         now,
-        {"file_name": file_name, "media_type": media_type, "size": len(content)},
+        {"file_name": file_name, "media_type": media, "size": len(content)},
     )
     document = Document(
         card_id=card.id,
         history_entry_id=entry.id,
         file_name=file_name,
-        media_type=media_type[:255],
+        media_type=media,
         size=len(content),
         sha256=digest,
         created_at=now,

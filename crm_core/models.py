@@ -155,6 +155,16 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
+class EndedWebSession(Base):
+    """A web page session that was signed out: a copy of its cookie (which seals this id)
+    signs nothing in any more. Kept until the cookie's own end, then forgotten."""
+
+    __tablename__ = "ended_web_sessions"
+
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 class CardContact(Base):
     __tablename__ = "card_contacts"
 

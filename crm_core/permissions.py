@@ -4,7 +4,8 @@ for every id it is given; activities, comments, history, documents and archive a
 follow their card.
 
 A card a user may not read does not exist for them (NotFound, the same words as a real
-miss, so ids are not confirmed); one they may read but not change is Forbidden.
+miss, so ids are not confirmed); one they may read but not change is Forbidden. Contacts
+follow their cards (`check_contact`), and an activity's responsible always sees it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, or_, select, true
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, exists, false, or_, select, true
+from sqlalchemy.orm import Session, aliased
 
 from crm_core.errors import Forbidden, InvalidInput, NotFound
-from crm_core.models import Activity, Card, Department, EntityType, Role, User, UserRole
+from crm_core.models import (
+    Activity,
+    ActivityCard,
+    Card,
+    CardContact,
+    Department,
+    EntityType,
+    Role,
+    User,
+    UserRole,
+)
 
 LEVELS = ("none", "own", "department", "all")
 ACTIONS = ("read", "add", "edit", "delete")
@@ -113,33 +124,96 @@ def check_add(session: Session, actor: Actor, entity_type: str, responsible_id: 
 
 def activity_for(session: Session, actor: Actor, activity: Activity, action: str) -> Activity:
     """Activities follow their cards: reading one needs read on one of its cards, changing
-    it needs edit on every one of them."""
+    it needs edit on every one of them. Its responsible may always read and close it (the
+    work was handed to them: `check_hand_over`), whatever their rights on its cards."""
     main = session.get(Card, activity.card_id)
     cards = list(activity.cards) or ([main] if main is not None else [])
-    if not any(may(session, actor, c, "read") for c in cards):
+    own = actor.user_id is not None and actor.user_id == activity.responsible_id
+    if not own and not any(may(session, actor, c, "read") for c in cards):
         raise NotFound(f"activity {activity.id} does not exist")
-    if action != "read":
-        for card in cards:
-            if not may(session, actor, card, "edit"):
-                raise Forbidden(f"you may not edit card {card.id}, so not its activities")
+    if action == "read" or (action == "close" and own):
+        return activity
+    for card in cards:
+        if not may(session, actor, card, "edit"):
+            raise Forbidden(f"you may not edit card {card.id}, so not its activities")
     return activity
 
 
-def readable(session: Session, actor: Actor) -> ColumnElement[bool]:
-    """A condition on `Card` for list views (Kanban, activities, calendar, reports)."""
+def check_hand_over(session: Session, actor: Actor, cards: list[Card], responsible_id: int) -> None:
+    """May the actor make `responsible_id` the responsible of an activity on these cards?
+    Themselves, always (the right to edit the cards is checked apart); anyone else only as
+    for handing a card over: the actor's `add` level on each card's entity type must reach
+    them (so an administrator anyone, a department head their department, "own" nobody)."""
+    if actor.user_id is not None and responsible_id == actor.user_id:
+        return
+    for entity_type in dict.fromkeys(c.entity_type for c in cards):
+        reach = responsibles(session, actor, level(session, actor, entity_type, "add"))
+        if reach is not None and responsible_id not in reach:
+            raise Forbidden(
+                f"responsible_id: you may not hand a {entity_type}'s activity to user "
+                f"{responsible_id} (your add level on {entity_type} does not reach them)"
+            )
+
+
+def readable(session: Session, actor: Actor, card: type[Card] = Card) -> ColumnElement[bool]:
+    """A condition on `card` (`Card`, or an alias of it) for list views (Kanban, activities,
+    calendar, reports)."""
     clauses = []
     everything = True
     for entity_type in ENTITY_TYPES:
         reach = responsibles(session, actor, level(session, actor, entity_type, "read"))
         if reach is None:
-            clauses.append(Card.entity_type == entity_type)
+            clauses.append(card.entity_type == entity_type)
             continue
         everything = False
         if reach:
-            clauses.append((Card.entity_type == entity_type) & Card.responsible_id.in_(reach))
+            clauses.append((card.entity_type == entity_type) & card.responsible_id.in_(reach))
     if everything:
         return true()
     return or_(*clauses) if clauses else false()
+
+
+def visible_activities(session: Session, actor: Actor) -> ColumnElement[bool]:
+    """A condition on `Activity` for list views, the same rule as `activity_for(read)`: on
+    any card the actor may read, or the actor's own (they are its responsible). Built on an
+    alias of `Card`, so it holds in a query that also joins the activity's main card."""
+    if actor.admin:
+        return true()
+    other = aliased(Card)
+    on_readable_card = exists(
+        select(ActivityCard.activity_id)
+        .join(other, other.id == ActivityCard.card_id)
+        .where(ActivityCard.activity_id == Activity.id, readable(session, actor, other))
+    )
+    if actor.user_id is None:
+        return on_readable_card
+    return or_(on_readable_card, Activity.responsible_id == actor.user_id)
+
+
+def may_link_contact(session: Session, actor: Actor, contact_id: int) -> bool:
+    """SPEC "Which card?": a user may link an existing contact (to a card, or an activity)
+    only if she may read one of the contact's cards; a contact on no card yet (made by an
+    unmatched call, say) is free; an administrator may link any. Otherwise a new card of
+    hers, the most recently active, would take the contact's next calls, chats and payments
+    away from the department that has the customer."""
+    if actor.admin:
+        return True
+    cards = session.scalars(
+        select(Card)
+        .join(CardContact, CardContact.card_id == Card.id)
+        .where(CardContact.contact_id == contact_id)
+    ).all()
+    return not cards or any(may(session, actor, c, "read") for c in cards)
+
+
+def check_contact(session: Session, actor: Actor, contact_id: int, shown_as: str) -> None:
+    """`may_link_contact`, or Forbidden naming the contact by `shown_as`: what the user gave
+    (never the contact's other details, which are not hers to see)."""
+    if not may_link_contact(session, actor, contact_id):
+        raise Forbidden(
+            f"the contact {shown_as} is on a card you cannot read; ask its responsible or "
+            "an administrator to share that card with you, or to add the contact for you"
+        )
 
 
 def require_admin(actor: Actor) -> None:

@@ -6,18 +6,24 @@ HTTP.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import re
+import zoneinfo
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
+import email_validator
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
-    EmailStr,
     Field,
     HttpUrl,
     ValidationError,
+    WithJsonSchema,
 )
 
 from crm_core.models import Activity, Card, HistoryEntry
@@ -32,14 +38,143 @@ def _plausible(moment: datetime) -> datetime:
 # A moment from outside (a call's start, a message's time): with its offset, and plausible,
 # so that nothing accepted at the door overflows later in a worker.
 Moment = Annotated[AwareDatetime, AfterValidator(_plausible)]
+# email-validator refuses special-use names (`.local`, `.test`, `localhost`, `.arpa`...)
+# whatever its options. They are valid syntax (RFC 5322) and many companies run internal
+# `.local` domains, so the list is emptied, as the library's documentation allows.
+email_validator.SPECIAL_USE_DOMAIN_NAMES.clear()
+
+
+# The IANA names of this machine's zone database: what the schema lists is what is taken.
+ZONES = frozenset(zoneinfo.available_timezones())
+
+
+def _known_zone(name: str) -> str:
+    if name not in ZONES:
+        raise ValueError(f"unknown time zone {name[:64]!r}: an IANA name, e.g. Europe/Paris")
+    return name
+
+
+def _address(value: str) -> str:
+    """An RFC 5322 addr-spec (internationalized ones too, RFC 6531), normalized as
+    email-validator does; no DNS lookup, and a name need not be publicly deliverable."""
+    try:
+        found = email_validator.validate_email(
+            value,
+            check_deliverability=False,
+            globally_deliverable=False,
+            allow_quoted_local=True,
+            allow_domain_literal=True,
+        )
+    except email_validator.EmailNotValidError as exc:
+        raise ValueError(f"not an e-mail address: {exc}") from None
+    return found.normalized
+
+
+# An e-mail address given to the API (pydantic's EmailStr refuses reserved names).
+EmailAddress = Annotated[
+    str,
+    Field(max_length=320),
+    AfterValidator(_address),
+    WithJsonSchema({"type": "string", "format": "idn-email", "maxLength": 320}),
+]
+# A moment given to the API: RFC 3339 text with its UTC offset (the schema's date-time),
+# e.g. 2026-11-22T10:15:00+01:00. Not a number: pydantic would read "0.5" as a Unix time.
+RFC3339 = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
+    r"(?:Z|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, str) and re.fullmatch(RFC3339, value):
+        try:
+            return datetime.fromisoformat(value)  # a datetime: strict models take it as is
+        except ValueError:
+            pass  # e.g. a 30th of February: the message below
+    elif isinstance(value, datetime):
+        return value
+    raise ValueError("must be a date and time with its UTC offset, e.g. 2026-11-22T10:15:00+01:00")
+
+
+Instant = Annotated[
+    AwareDatetime,
+    BeforeValidator(_rfc3339),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": f"^{RFC3339}$"}),
+]
+# The kinds of card (`crm_core.models.EntityType`).
+EntityTypeName = Literal["deal", "lead", "invoice", "smart_process"]
+
+
+def _whole(value: Any) -> Any:
+    # JSON Schema's integer is any number without a fractional part: 7.0 is 7.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# A row's id as the API takes it: a positive database integer (32 bits on PostgreSQL). In a
+# body (`StrictIn`) a JSON number without a fraction, never a boolean or a text; `_whole`
+# comes after the bounds so that the schema shows them.
+DbId = Annotated[int, Field(ge=1, le=2**31 - 1), BeforeValidator(_whole)]
 # A reference to a CRM user in a payload: an id (a database integer) or an e-mail.
-UserRef = Annotated[int, Field(ge=1, le=2**31 - 1)] | EmailStr
+UserRef = DbId | EmailAddress
+# An IANA time zone name, as the zone database of this machine knows them (the schema
+# lists them, so a client can tell before sending).
+TimeZone = Annotated[
+    str,
+    Field(max_length=64),
+    AfterValidator(_known_zone),
+    WithJsonSchema({"type": "string", "enum": sorted(ZONES)}),
+]
+# Text that is not blank: a character Python's str.isspace() is false for. The class names
+# those characters one by one, so that every regex engine reads it alike (`\s` differs).
+NOT_BLANK = "[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+# A host to connect to: a DNS name of letters, digits and hyphens (RFC 1123), or an IP
+# address (IPv4 is a DNS name's shape too; IPv6 without brackets or zone).
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME = rf"{_LABEL}(?:\.{_LABEL})*"
 
 
-class UserIn(BaseModel):
-    email: EmailStr
+def check_host(value: str) -> str:
+    """`value` if it is a host name or an IP address; ValueError saying what a host is."""
+    if len(value) <= 253 and re.fullmatch(HOSTNAME, value):
+        return value
+    if "%" not in value:
+        with contextlib.suppress(ValueError):
+            ipaddress.IPv6Address(value)
+            return value
+    raise ValueError(
+        "must be a host name (letters, digits, hyphens, dots: RFC 1123) or an IP address, "
+        "e.g. imap.example.com, 192.0.2.7 or 2001:db8::7"
+    )
+
+
+Host = Annotated[
+    str,
+    AfterValidator(check_host),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "anyOf": [
+                {"pattern": f"^{HOSTNAME}$", "maxLength": 253},
+                {"format": "ipv6", "pattern": "^[^%]*$"},
+            ],
+            "description": "a host name (RFC 1123) or an IP address",
+        }
+    ),
+]
+
+
+class StrictIn(BaseModel):
+    """A request body, read as its schema says: no coercion (pydantic would take 0 for
+    false, "5" for 5, a number for a moment), so that what the API accepts is what the
+    OpenAPI document describes. An integer may be written 5.0, as JSON Schema allows."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class UserIn(StrictIn):
+    email: EmailAddress
     name: str = Field(min_length=1, max_length=200)
-    timezone: str = "UTC"
+    timezone: TimeZone = "UTC"
 
 
 class UserOut(BaseModel):
@@ -59,29 +194,29 @@ class UserListOut(BaseModel):
     items: list[UserOut]
 
 
-class UserPatch(BaseModel):
-    planned_lead_minutes: int | None = Field(
-        None, ge=0, le=10080, description="N: minutes before a deadline that count as Planned"
+class UserPatch(StrictIn):
+    planned_lead_minutes: Annotated[int, Field(ge=0, le=10080), BeforeValidator(_whole)] | None = (
+        Field(None, description="N: minutes before a deadline that count as Planned")
     )
-    timezone: str | None = None
-    manager_id: int | None = Field(None, description="null removes the manager")
+    timezone: TimeZone | None = None
+    manager_id: DbId | None = Field(None, description="null removes the manager")
 
 
-class CardPatch(BaseModel):
+class CardPatch(StrictIn):
     title: str | None = Field(None, min_length=1, max_length=300)
     stage: str | None = Field(None, min_length=1, max_length=100)
-    responsible_id: int | None = None
+    responsible_id: DbId | None = None
     outcome: Literal["won", "lost", "open"] | None = Field(
         None, description="won or lost closes the card; open reopens it"
     )
 
 
-class CardIn(BaseModel):
+class CardIn(StrictIn):
     title: str = Field(min_length=1, max_length=300)
-    entity_type: str = Field(description="deal, lead, invoice or smart_process")
+    entity_type: EntityTypeName
     stage: str = Field(min_length=1, max_length=100, description="pipeline stage = Kanban column")
-    responsible_id: int
-    contact_emails: list[EmailStr] = []
+    responsible_id: DbId
+    contact_emails: list[EmailAddress] = []
     contact_phones: list[str] = []
 
 
@@ -209,7 +344,7 @@ class InboundOut(BaseModel):
     )
 
 
-class LegalHoldIn(BaseModel):
+class LegalHoldIn(StrictIn):
     hold: bool
 
 
@@ -243,49 +378,77 @@ class MyInboundListOut(BaseModel):
     items: list[MyInboundOut] = Field(description="newest first")
 
 
+class ValidationIssue(BaseModel):
+    """One problem in a request's shape, as FastAPI reports it."""
+
+    model_config = ConfigDict(extra="allow")  # FastAPI adds `input` and `ctx`
+
+    loc: list[str | int] = Field(description="where: the part, then the field's path")
+    msg: str
+    type: str
+
+
 class ErrorOut(BaseModel):
-    detail: str
+    """Every error answer. `detail` says what is wrong in words, or, when the request does
+    not have the shape this schema describes, lists each problem found."""
+
+    detail: str | list[ValidationIssue]
 
 
-class ActivityIn(BaseModel):
-    card_id: int | None = None
-    card_ids: list[int] | None = Field(None, description="several cards: the first is the main one")
+class ActivityIn(StrictIn):
+    # As the schema states it (`crm_core.activities` checks it): a card, by one or the other.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["card_id"], "properties": {"card_id": {"type": "integer"}}},
+                {
+                    "required": ["card_ids"],
+                    "properties": {"card_ids": {"type": "array", "minItems": 1}},
+                },
+            ]
+        }
+    )
+
+    card_id: DbId | None = None
+    card_ids: list[DbId] | None = Field(
+        None, description="several cards: the first is the main one"
+    )
     type: str = Field(description="a name from the company's activity types")
     subject: str = Field("", max_length=500)
     description: str = ""
-    responsible_id: int
-    deadline: AwareDatetime | None = Field(None, description="ISO 8601 with offset, or null")
+    responsible_id: DbId
+    deadline: Instant | None = Field(None, description="ISO 8601 with offset, or null")
     status: str | None = None
-    user_ids: list[int] = Field([], description="additional users")
-    contact_ids: list[int] = []
+    user_ids: list[DbId] = Field([], description="additional users")
+    contact_ids: list[DbId] = []
 
     def all_card_ids(self) -> list[int]:
         return ([self.card_id] if self.card_id is not None else []) + (self.card_ids or [])
 
 
-class ActivityPatch(BaseModel):
+class ActivityPatch(StrictIn):
     """Fields to change; absent ones stay. `deadline: null` removes the deadline."""
 
-    card_ids: list[int] | None = None
+    card_ids: list[DbId] | None = None
     type: str | None = None
     subject: str | None = Field(None, max_length=500)
     description: str | None = None
-    responsible_id: int | None = None
-    deadline: AwareDatetime | None = None
+    responsible_id: DbId | None = None
+    deadline: Instant | None = None
     status: str | None = None
-    user_ids: list[int] | None = None
-    contact_ids: list[int] | None = None
+    user_ids: list[DbId] | None = None
+    contact_ids: list[DbId] | None = None
 
 
-class CloseIn(BaseModel):
+class CloseIn(StrictIn):
     status: str | None = Field(None, description="a closing status; default done")
     success: bool | None = Field(None, description="overrides the status's own success")
 
 
-class BulkIn(BaseModel):
-    ids: list[int] = Field(min_length=1, max_length=1000)
+class BulkIn(StrictIn):
+    ids: list[DbId] = Field(min_length=1, max_length=1000)
     action: Literal["delete", "edit", "assign", "done", "not_done"]
-    responsible_id: int | None = Field(None, description="for assign")
+    responsible_id: DbId | None = Field(None, description="for assign")
     status: str | None = Field(None, description="for done: which closing status")
     changes: ActivityPatch | None = Field(None, description="for edit")
 
@@ -296,8 +459,11 @@ class BulkOut(BaseModel):
 
 class ActivityOut(BaseModel):
     id: int
-    card_id: int
-    card_ids: list[int]
+    card_id: int | None = Field(
+        description="the main card; null for a reader who may not read it (its responsible "
+        "sees an activity on cards they may not read)"
+    )
+    card_ids: list[int] = Field(description="every card it concerns that the reader may read")
     type: str
     incoming: bool
     is_open: bool
@@ -342,10 +508,10 @@ class ActivityListOut(BaseModel):
     items: list[ActivityOut]
 
 
-class CommentIn(BaseModel):
-    text: str = Field(min_length=1, max_length=20_000)
-    author_id: int | None = Field(None, description="default: the acting user")
-    activity_id: int | None = None
+class CommentIn(StrictIn):
+    text: str = Field(min_length=1, max_length=20_000, pattern=NOT_BLANK)
+    author_id: DbId | None = Field(None, description="default: the acting user")
+    activity_id: DbId | None = None
 
 
 class CommentOut(BaseModel):
@@ -380,7 +546,7 @@ class DocumentListOut(BaseModel):
     items: list[DocumentOut]
 
 
-class StatusSetting(BaseModel):
+class StatusSetting(StrictIn):
     name: str = Field(min_length=1, max_length=32)
     closed: bool
     success: bool | None = None
@@ -397,10 +563,23 @@ class SettingsOut(BaseModel):
     delete_documents: Who | Literal["nobody"]
 
 
-class SettingsPatch(BaseModel):
+class SettingsPatch(StrictIn):
     counter_mode: Literal["item_responsible", "activity_responsible"] | None = None
-    activity_types: list[str] | None = None
-    activity_statuses: list[StatusSetting] | None = None
+    activity_types: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
+        None, min_length=1, max_length=100
+    )
+    activity_statuses: list[StatusSetting] | None = Field(
+        None,
+        max_length=100,
+        description="at least one open and one closing status",
+        # As the schema states it; `crm_core.company` checks it (422).
+        json_schema_extra={
+            "allOf": [
+                {"contains": {"properties": {"closed": {"const": False}}}},
+                {"contains": {"properties": {"closed": {"const": True}}}},
+            ]
+        },
+    )
     reopen_tasks: Who | None = Field(
         None,
         description="who may reopen a closed task: anyone who may edit the card (editors), "
@@ -415,12 +594,12 @@ class SettingsPatch(BaseModel):
 
 Level = Literal["none", "own", "department", "all"]
 Grants = dict[
-    Literal["deal", "lead", "invoice", "smart_process"],
+    EntityTypeName,
     dict[Literal["read", "add", "edit", "delete"], Level],
 ]
 
 
-class RoleIn(BaseModel):
+class RoleIn(StrictIn):
     name: str = Field(min_length=1, max_length=200)
     permissions: Grants = Field(
         description='per entity type and action a level, e.g. {"deal": {"read": "all", '
@@ -428,7 +607,7 @@ class RoleIn(BaseModel):
     )
 
 
-class RolePatch(BaseModel):
+class RolePatch(StrictIn):
     permissions: Grants
 
 
@@ -444,17 +623,17 @@ class RoleListOut(BaseModel):
     items: list[RoleOut]
 
 
-class UserRolesIn(BaseModel):
-    role_ids: list[int] = Field(max_length=100)
+class UserRolesIn(StrictIn):
+    role_ids: list[DbId] = Field(max_length=100)
 
 
 class UserRolesOut(BaseModel):
     role_ids: list[int]
 
 
-class DepartmentIn(BaseModel):
+class DepartmentIn(StrictIn):
     name: str = Field(min_length=1, max_length=200)
-    head_id: int | None = None
+    head_id: DbId | None = None
 
 
 class DepartmentOut(BaseModel):
@@ -469,12 +648,12 @@ class DepartmentListOut(BaseModel):
     items: list[DepartmentOut]
 
 
-class UserAccessPatch(BaseModel):
-    department_id: int | None = Field(None, description="null removes the department")
+class UserAccessPatch(StrictIn):
+    department_id: DbId | None = Field(None, description="null removes the department")
     is_admin: bool | None = None
 
 
-class TokenIn(BaseModel):
+class TokenIn(StrictIn):
     name: str = Field("", max_length=200)
 
 
@@ -499,8 +678,8 @@ class CalendarFeedOut(BaseModel):
     url: str = Field(description="the feed to subscribe to; its secret is shown only here")
 
 
-class NoteIn(BaseModel):
-    text: str = Field(min_length=1, max_length=20_000)
+class NoteIn(StrictIn):
+    text: str = Field(min_length=1, max_length=20_000, pattern=NOT_BLANK)
 
 
 class CalendarUserOut(BaseModel):
@@ -538,7 +717,7 @@ Region = Annotated[
 ]
 
 
-class CallLogSourceIn(BaseModel):
+class CallLogSourceIn(StrictIn):
     """Our call-log app: requests signed with a secret we generate (shown once)."""
 
     kind: Literal["calllog"]
@@ -546,7 +725,7 @@ class CallLogSourceIn(BaseModel):
     default_region: Region | None = None
 
 
-class TwilioVoiceSourceIn(BaseModel):
+class TwilioVoiceSourceIn(StrictIn):
     """Twilio Voice status callbacks, signed with the account's auth token."""
 
     kind: Literal["twilio_voice"]
@@ -565,7 +744,7 @@ class TwilioVoiceSourceIn(BaseModel):
     default_region: Region | None = None
 
 
-class WidgetSourceIn(BaseModel):
+class WidgetSourceIn(StrictIn):
     """Our website chat widget: requests signed like the call-log app's (secret shown once)."""
 
     kind: Literal["widget"]
@@ -573,7 +752,7 @@ class WidgetSourceIn(BaseModel):
     default_region: Region | None = None
 
 
-class WhatsAppSourceIn(BaseModel):
+class WhatsAppSourceIn(StrictIn):
     """A WhatsApp Cloud API phone number (Meta app webhooks)."""
 
     kind: Literal["whatsapp"]
@@ -595,7 +774,7 @@ class WhatsAppSourceIn(BaseModel):
     default_region: Region | None = None
 
 
-class TwilioMessagingSourceIn(BaseModel):
+class TwilioMessagingSourceIn(StrictIn):
     """Twilio Programmable Messaging: SMS and WhatsApp, signed with the auth token."""
 
     kind: Literal["twilio"]
@@ -608,7 +787,7 @@ class TwilioMessagingSourceIn(BaseModel):
     default_region: Region | None = None
 
 
-class StripeSourceIn(BaseModel):
+class StripeSourceIn(StrictIn):
     """A Stripe webhook endpoint (payments of orders), signed with its signing secret."""
 
     kind: Literal["stripe"]
@@ -620,7 +799,7 @@ class StripeSourceIn(BaseModel):
     default_region: Region | None = None
 
 
-class PaymentSourceIn(BaseModel):
+class PaymentSourceIn(StrictIn):
     """Any other payment system: our own payment JSON, signed like the call-log app's
     (secret shown once)."""
 
@@ -665,14 +844,42 @@ class SourceListOut(BaseModel):
 # --- IMAP mailboxes -------------------------------------------------------------------
 
 
-class MailboxIn(BaseModel):
+# The hosts a mailbox may be read from without TLS: this machine (the password would
+# otherwise cross the network in clear).
+LOOPBACK = r"(?:localhost|127(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}|::1)"
+
+
+class MailboxIn(StrictIn):
     """An IMAP mailbox to read (for companies that cannot point an MX record at us)."""
 
+    # The rules across fields, as the schema states them; `ingest.mailbox.mailboxes`
+    # checks them (422 naming the field).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {  # exactly one secret
+                    "oneOf": [
+                        {"required": ["password"], "properties": {"password": {"type": "string"}}},
+                        {
+                            "required": ["oauth2_token"],
+                            "properties": {"oauth2_token": {"type": "string"}},
+                        },
+                    ]
+                },
+                {  # no TLS only on this machine
+                    "if": {"properties": {"security": {"const": "none"}}},
+                    "then": {"properties": {"host": {"pattern": f"^{LOOPBACK}$"}}},
+                },
+            ]
+        }
+    )
+
     name: str = Field("", max_length=200)
-    host: str = Field(min_length=1, max_length=255)
-    port: int = Field(ge=1, le=65535)
+    host: Host
+    port: Annotated[int, Field(ge=1, le=65535), BeforeValidator(_whole)]
     security: Literal["tls", "starttls", "none"] = Field(
-        description='"none" only for a loopback host: it would send the password in clear'
+        description='"none" only for this machine (localhost, 127.x.x.x, ::1): elsewhere it '
+        "would send the password in clear"
     )
     username: str = Field(min_length=1, max_length=320)
     password: str | None = Field(None, min_length=1, max_length=1000, description="never shown")
@@ -684,7 +891,8 @@ class MailboxIn(BaseModel):
         None,
         min_length=1,
         max_length=255,
-        description="move taken messages there; null: flag them \\Seen where they are",
+        description="move taken messages there; null (or `folder` itself): flag them "
+        "\\Seen where they are",
     )
 
 
@@ -774,8 +982,8 @@ class HookAccepted(BaseModel):
     ignored: str | None = Field(None, description="why nothing was stored, when so")
 
 
-class AttachIn(BaseModel):
-    card_id: int
+class AttachIn(StrictIn):
+    card_id: DbId
 
 
 Model = TypeVar("Model", bound=BaseModel)

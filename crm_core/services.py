@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session, lazyload
 
-from crm_core import activities, counters, focus, permissions
+from crm_core import activities, counters, focus, history, permissions
 from crm_core.errors import Conflict, Forbidden, InvalidInput, NotFound, get_or_not_found
 from crm_core.models import (
     Activity,
@@ -59,11 +59,14 @@ def _store_files(
         if session.get(Blob, digest) is None:
             session.add(Blob(sha256=digest, size=len(file.content), content=file.content))
             session.flush()
+        # A part's type as the mail wrote it may be anything (non-ASCII, a parameter with a
+        # line break): kept only when it can be sent back as a Content-Type.
+        media = history.media_type(file.media_type) or history.OCTET_STREAM
         document = Document(
             card_id=card_id,
             history_entry_id=entry_id,
             file_name=file.file_name[:255],
-            media_type=file.media_type[:255],
+            media_type=media,
             size=len(file.content),
             sha256=digest,
             inline=file.inline,
@@ -151,7 +154,11 @@ def create_card(
     contact_emails: list[str],
     contact_phones: list[str],
     default_region: str,
+    actor: permissions.Actor | None = None,
 ) -> Card:
+    """A new card with its contacts (found by e-mail or phone, made when new). With `actor`
+    (every API call), an existing contact is linked only as `permissions.check_contact`
+    allows; without, the caller is trusted (the CLI's demo data, benchmarks)."""
     if entity_type not in {e.value for e in EntityType}:
         raise InvalidInput(f"unknown entity type {entity_type!r}")
     get_user(session, responsible_id)
@@ -163,9 +170,14 @@ def create_card(
         contact = contact_by_email(session, address, create=True)
         assert contact is not None
         contacts[contact.id] = contact
+        if actor is not None:
+            permissions.check_contact(session, actor, contact.id, address.strip().lower())
     for raw in contact_phones:
-        contact = contact_by_phone(session, normalize_phone(raw, default_region))
+        number = normalize_phone(raw, default_region)
+        contact = contact_by_phone(session, number)
         contacts[contact.id] = contact
+        if actor is not None:
+            permissions.check_contact(session, actor, contact.id, number)
     for contact_id in contacts:
         session.add(CardContact(card_id=card.id, contact_id=contact_id))
     session.flush()
@@ -347,7 +359,8 @@ def record_email(
     if logger is None:
         raise Forbidden(f"sender {mail.logged_by} is not a CRM user")
     # SPEC "Who may archive": a user with edit rights on the card (seed 003).
-    if not permissions.may(session, permissions.Actor(logger.id, logger.is_admin), card, "edit"):
+    logger_actor = permissions.Actor(logger.id, logger.is_admin)
+    if not permissions.may(session, logger_actor, card, "edit"):
         raise Forbidden(f"sender {logger.email} may not edit card {card.id}, so not archive to it")
     key = mail.dedupe_key()
     existing = session.scalar(
@@ -403,7 +416,11 @@ def record_email(
     if mail.sender.address.lower() != logger.email:
         contact = contact_by_email(session, mail.sender.address, create=True, name=mail.sender.name)
         assert contact is not None
-        link_contact(session, card.id, contact.id)
+        # The mail is the logger's to archive, but the sender becomes a contact of the card
+        # only as a user may link one (SPEC "Which card?"): archiving a mail from another
+        # department's customer must not pull that customer's next events onto this card.
+        if permissions.may_link_contact(session, logger_actor, contact.id):
+            link_contact(session, card.id, contact.id)
     activities.incoming_event(
         session, card, "email", mail.subject, entry.id, focus.INCOMING_EMAIL, now
     )

@@ -32,7 +32,7 @@ from crm_core import schemas, services
 from crm_core.db import Base, check_database, describe_url, unit_of_work, upgrade_schema
 from crm_core.errors import CoreError, InvalidInput, NotFound
 from crm_core.models import InboundStatus, utcnow
-from ingest import inbound, logs, metrics
+from ingest import cli_help, inbound, logs, metrics
 from ingest.http_app import create_app, make_http_server
 from ingest.mailbox import mailboxes
 from ingest.mailbox.addresses import encode_archive_address, hash_archive_token, new_archive_token
@@ -52,22 +52,36 @@ log = logging.getLogger("crm-ingest")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="crm-ingest", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="crm-ingest", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"crm-ingest {cli_help.version()}")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="SMTP + HTTP API + worker + sweeper in one process")
-    commands.add_parser("smtp", help="the SMTP listener alone")
-    commands.add_parser("imap", help="the IMAP pollers alone (one per configured mailbox)")
-    commands.add_parser("api", help="the HTTP API (and webhooks) alone")
-    commands.add_parser("worker", help="a Dramatiq worker alone")
-    commands.add_parser("sweeper", help="the sweeper alone (re-sends unprocessed inputs)")
-    commands.add_parser("migrate", help="create or upgrade the database schema")
-    commands.add_parser("demo", help="demo users and cards; prints each card's archive address")
-    _mailbox_parser(commands.add_parser("mailbox", help="add, list or remove IMAP mailboxes"))
-    reprocess = commands.add_parser(
-        "reprocess", help="send failed, rejected or held inbound items through processing again"
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        """A sub-command whose --help ends with its ports and settings."""
+        return commands.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=cli_help.epilog(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    command("run", "SMTP + HTTP API + worker + sweeper + IMAP pollers in one process")
+    command("smtp", "the SMTP listener alone")
+    command("imap", "the IMAP pollers alone (one per configured mailbox)")
+    command("api", "the HTTP API (and webhooks) alone")
+    command("worker", "a Dramatiq worker alone")
+    command("sweeper", "the sweeper alone (re-sends unprocessed inputs)")
+    command("migrate", "create or upgrade the database schema")
+    command("demo", "demo users and cards; prints each card's archive address")
+    _mailbox_parser(command("mailbox", "add, list or remove IMAP mailboxes"))
+    reprocess = command(
+        "reprocess", "send failed, rejected or held inbound items through processing again"
     )
     reprocess.add_argument("ids", nargs="+", type=int, metavar="ID", help="inbound item id")
-    show = commands.add_parser("inbound", help="show an inbound item, or list them by status")
+    show = command("inbound", "show an inbound item, or list them by status")
     show.add_argument("id", nargs="?", type=int, help="inbound item id (none: a list)")
     show.add_argument("--status", choices=[s.value for s in InboundStatus], help="list filter")
     args = parser.parse_args(argv)

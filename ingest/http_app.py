@@ -2,11 +2,15 @@
 
 Routes stay thin: authenticate (bearer token for /api, the source's signature for /hooks),
 validate with `crm_core.schemas`, call one use case in one transaction, serialise. Core
-errors map to 404/403/409/422; a bad signature to 401; a database outage to 503.
+errors map to 404/403/409/422; a bad signature to 401; a database outage to 503. The gate
+of `ingest.http_limits` checks /api credentials before any body is read and caps every
+body; uvicorn closes a connection whose request head does not come in time.
 """
 
+import asyncio
 import contextlib
 import logging
+import math
 import re
 import secrets
 import socket
@@ -28,9 +32,12 @@ from fastapi import (
     status,
 )
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from crm_core import accounts, calendar, permissions, schemas, services
 from crm_core.api import Clock, make_router
@@ -38,7 +45,7 @@ from crm_core.db import read_only, unit_of_work
 from crm_core.errors import Conflict, CoreError, Forbidden, InvalidInput, NotFound
 from crm_core.models import InboundStatus, Source, utcnow
 from crm_core.permissions import Actor
-from ingest import api_docs, inbound, metrics, my_inbound, placement, sources
+from ingest import api_docs, http_limits, inbound, metrics, my_inbound, placement, sources
 from ingest.calllog import webhook as calllog_hook
 from ingest.calllog.processing import place_call
 from ingest.chat import payloads as chat_payloads
@@ -85,6 +92,8 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         "is authenticated by its source's signature instead.",
     )
     api_docs.mount(app)
+    # Read by `make_http_server` (the server is built apart from the app).
+    app.state.http_header_timeout_seconds = settings.http_header_timeout_seconds
 
     def actor_for(token: str, acting: int | None = None) -> Actor | None:
         """The admin token (acting for `acting`), or a user's own token (acting as them,
@@ -95,7 +104,7 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
             if acting is not None:
                 with reading() as session:
                     if not accounts.user_exists(session, acting):
-                        raise InvalidInput(f"X-Acting-User: no user {acting}")
+                        raise NotFound(f"X-Acting-User: no user {acting}")
             return Actor(acting, admin=True)
         with reading() as session:
             return accounts.actor_for_token(session, token)
@@ -107,6 +116,8 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
             int | None,
             Header(
                 alias="X-Acting-User",
+                ge=1,
+                le=2**31 - 1,
                 description="with the admin token: the user the request acts for",
             ),
         ] = None,
@@ -115,15 +126,37 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         ] = "",
     ) -> Actor:
         """The bearer token, or the web page's session cookie (see `ingest.web.routes`);
-        401 for anything else."""
+        401 for anything else. On /api the gate has checked them already, before the body
+        was read: its actor is reused."""
+        checked = request.scope.get(http_limits.ACTOR_KEY)
+        if isinstance(checked, Actor):
+            return checked
         found = actor_for(web.presented_token(request, authorization, session_cookie), acting)
         if found is not None:
             return found
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing or wrong bearer token",
-            headers={"WWW-Authenticate": "Bearer"},
+        raise unauthorized()
+
+    def actor_before_body(request: Request) -> Actor | None:
+        """The gate's check of an /api request, from its headers alone: 401 (or the
+        cookie's 403) before a byte of the body is read. X-Acting-User is left to
+        `authenticated` (FastAPI validates it); the token alone decides the 401."""
+        token = web.presented_token(
+            request, request.headers.get("authorization", ""), request.cookies.get(web.COOKIE, "")
         )
+        found = actor_for(token)
+        if found is None:
+            raise unauthorized()
+        return None if "x-acting-user" in request.headers else found
+
+    app.add_middleware(
+        http_limits.RequestGate,
+        caps=http_limits.BodyCaps(
+            api=settings.api_max_body_bytes,
+            upload=settings.upload_max_bytes,
+            hooks=settings.hook_max_body_bytes,
+        ),
+        authenticate=actor_before_body,
+    )
 
     Who = Annotated[Actor, Depends(authenticated)]
 
@@ -182,6 +215,17 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Starlette's 405 names the methods of one route (or of the page's static files),
+        # but a path is often served by several (GET, PATCH, DELETE /api/cards/{id}):
+        # `Allow` lists every method the API documents for the path.
+        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            methods = api_docs.documented_methods(app.openapi(), request.url.path)
+            if methods:
+                exc.headers = {**(exc.headers or {}), "Allow": ", ".join(methods)}
+        return await http_exception_handler(request, exc)
+
     web.mount(
         app,
         sessions=sessions,
@@ -206,7 +250,7 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
         secret `token` (from `POST /api/users/{id}/calendar-feed`) is the authentication."""
         with reading() as session:
             user = accounts.user_for_calendar(session, user_id, token)
-            visible = permissions.readable(session, Actor(user.id, admin=user.is_admin))
+            visible = permissions.visible_activities(session, Actor(user.id, admin=user.is_admin))
             body = calendar.feed(session, user, visible, clock(), settings.archive_domain)
         return Response(body, media_type="text/calendar; charset=utf-8")
 
@@ -592,6 +636,14 @@ CHAT_OPENAPI: dict[str, Any] = {
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
+def unauthorized() -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        "missing or wrong bearer token",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
 class _HttpServer(uvicorn.Server):
     """uvicorn, minus its own signal handling: the CLI owns SIGINT/SIGTERM for every part."""
 
@@ -619,13 +671,76 @@ class _HideSecrets(logging.Filter):
         return True
 
 
+class _HeadDeadline(H11Protocol):
+    """uvicorn's HTTP/1.1 connection (h11), closed when a request's head (request line and
+    headers) has not fully come in within `head_seconds` of the connection's start or of the
+    previous answer. uvicorn's own keep-alive timer is no such deadline: it waits only for
+    the first byte after an answer, and not at all for a connection's first request, so a
+    client sending a header line now and then (slowloris) held its connection forever. A
+    head is at most h11's incomplete-event size (16 KiB, else 400): each waiting connection
+    costs little memory, and now for a bounded time."""
+
+    head_seconds = 10.0  # set per server by `make_http_server`
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_head()
+
+    def data_received(self, data: bytes) -> None:
+        waiting = self.cycle
+        super().data_received(data)
+        if self.cycle is not waiting:  # a complete head made a new request cycle
+            self._stop_waiting()
+
+    def on_response_complete(self) -> None:
+        answered = self.cycle
+        super().on_response_complete()
+        # Waiting for the next head, unless a pipelined one was already there.
+        if self.cycle is answered and not self.transport.is_closing():
+            self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        super().connection_lost(exc)
+
+    def _await_head(self) -> None:
+        self._stop_waiting()
+        self._deadline = self.loop.call_later(self.head_seconds, self._too_slow)
+
+    def _stop_waiting(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        # (unless the connection went on with another protocol: an upgrade)
+        if self.transport.get_protocol() is self and not self.transport.is_closing():
+            self.transport.close()
+
+
 def make_http_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
-    """A uvicorn server for `app`: `await server.serve()`, stop with `server.should_exit = True`."""
+    """A uvicorn server for `app`: `await server.serve()`, stop with `server.should_exit = True`.
+    Its header-read timeout is the app's `state.http_header_timeout_seconds` (set by
+    `create_app` from CRM_HTTP_HEADER_TIMEOUT_SECONDS), else 10 s."""
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, _HideSecrets) for f in access.filters):
         access.addFilter(_HideSecrets())
+    seconds = float(getattr(app.state, "http_header_timeout_seconds", _HeadDeadline.head_seconds))
+    protocol = type("HeadDeadline", (_HeadDeadline,), {"head_seconds": seconds})
     # No log config of uvicorn's own: its lines go through the process's (`ingest.logs`).
+    # Always h11 (never httptools, were it installed): the head deadline is built on it. An
+    # idle kept-alive connection is closed by the same deadline (uvicorn's own timer, whole
+    # seconds, comes no sooner).
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="info", lifespan="off", log_config=None
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        lifespan="off",
+        log_config=None,
+        http=protocol,
+        timeout_keep_alive=math.ceil(seconds),
     )
     return _HttpServer(config, app)

@@ -200,7 +200,7 @@ def test_widget_signatures_and_bad_input(
         "sent_at: Input should have timezone info": visitor_message(
             "w-2", visitor=JOHN, sent_at="2026-11-22T10:15:00"
         ),
-        "visitor.email: value is not a valid email address": visitor_message(
+        "visitor.email: Value error, not an e-mail address": visitor_message(
             "w-3", visitor={"id": "v", "email": "not-an-address"}
         ),
         "visitor.phone: ": visitor_message("w-4", visitor={"id": "v", "phone": "call me"}),

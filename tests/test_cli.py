@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from ingest import cli_help
 from ingest.cli import banner
 from ingest.settings import Settings
 from tests.dns_server import TestDns
@@ -157,3 +158,19 @@ def test_run_banner_prints_no_secret_it_was_given(tmp_path: Path) -> None:
     generated = banner(Settings(data_dir=tmp_path), "embedded Redis")
     token = (tmp_path / "api_token").read_text().strip()
     assert generated.splitlines()[-1].split() == ["API", "token", token]
+
+
+def test_help_lists_each_commands_ports_and_settings_and_version_exists() -> None:
+    """Issue 21: `crm-ingest <cmd> --help` names the command's ports and settings."""
+    every = set(Settings.model_fields)
+    run_help = cli_help.epilog("run")
+    assert [name for name in every if f"CRM_{name.upper()} " not in run_help] == []
+    smtp_help = cli_help.epilog("smtp")
+    assert "listens on: CRM_SMTP_PORT=2525, CRM_METRICS_PORT=0" in smtp_help
+    assert "CRM_HTTP_PORT" not in smtp_help and "CRM_SMTP_MAX_JUNK_COMMANDS " in smtp_help
+    assert "CRM_API_MAX_BODY_BYTES " in cli_help.epilog("api")
+    assert "listens on" not in cli_help.epilog("migrate")
+    shown = crm_ingest(["--version"], {}, stdout=subprocess.PIPE)
+    out, _ = shown.communicate(timeout=60)
+    assert shown.returncode == 0 and out.strip() == f"crm-ingest {cli_help.version()}"
+    assert cli_help.version() == "0.1.0"

@@ -115,7 +115,7 @@ def test_history_records_changes_notes_and_documents_and_filters_them(
         "status_change"
     ]
     bad = api.get(f"/api/cards/{card['id']}/history", params={"type": "gossip"})
-    assert bad.status_code == 422 and "gossip" in bad.json()["detail"]
+    assert bad.status_code == 422 and "gossip" in bad.text
 
 
 @pytest.mark.parametrize("setting", ["editors", "admins"])
@@ -399,11 +399,11 @@ def test_bad_parameters_get_422_not_500(api: httpx.Client, runtime: Runtime) -> 
         response = api.get("/api/calendar", params=params)
         assert response.status_code == 422, (params, response.text)
     naive = api.get(f"/api/cards/{card['id']}/history", params={"since": "2026-11-01T00:00:00"})
-    assert naive.status_code == 422 and "UTC offset" in naive.json()["detail"]
+    assert naive.status_code == 422 and "UTC offset" in naive.text
     ghost = api.patch(
         f"/api/cards/{card['id']}", json={"stage": "x"}, headers={"X-Acting-User": "999"}
     )
-    assert ghost.status_code == 422 and "X-Acting-User" in ghost.json()["detail"]
+    assert ghost.status_code == 404 and "X-Acting-User" in ghost.json()["detail"]
     for path in ("/api/cards/99999999999999999999", "/api/documents/99999999999999999999/content"):
         assert api.get(path).status_code in (404, 422), path
     assert api.get("/calendar/99999999999999999999.ics", params={"token": "x"}).status_code in (

@@ -462,7 +462,6 @@ def test_the_mailboxes_api_and_the_service(
         },
         "password or oauth2_token: give exactly one": {"password": None},
         "password or oauth2_token: give exactly one of them": {"oauth2_token": "t"},
-        "processed_folder: must differ from folder": {"processed_folder": "INBOX"},
     }
     base = {
         "host": "127.0.0.1",

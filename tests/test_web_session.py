@@ -1,6 +1,7 @@
 """The web page's server side over real HTTP: sign-in with a token sets a session cookie
-that the JSON API accepts, sign-out removes it; the live-update stream (/api/events) sends
-an event once a mail sent over SMTP is processed, and never holds up a server shutdown.
+that the JSON API accepts, sign-out ends that session on the server (a saved copy of the
+cookie gets 401, other sessions go on); the live-update stream (/api/events) sends an event
+once a mail sent over SMTP is processed, and never holds up a server shutdown.
 """
 
 from __future__ import annotations
@@ -8,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import update
 
+from crm_core import accounts
 from crm_core.changes import change_marker
 from crm_core.db import read_only, unit_of_work
 from crm_core.models import InboundItem, utcnow
@@ -128,11 +131,83 @@ def test_the_cookie_holds_no_readable_token_and_ends_on_the_server_too(
         value = page.cookies[COOKIE]
         assert token not in value
         assert page.get(f"/api/users/{user_id}/counters").status_code == 200
-        # A cookie past its time (whatever the browser keeps), or altered, signs nothing in
-        expired = SessionCookie(runtime.sealer, hours=-1).make(token)
-        for bad in (expired, value[:-4] + "AAAA"):
+        # A cookie past its time (whatever the browser keeps), altered, or without a session
+        # id (made before sign-out could end a session) signs nothing in
+        expired = SessionCookie(runtime.sealer, -1, runtime.sessions).make(token)
+        no_id = runtime.sealer.seal({"token": token, "until": str(int(time.time()) + 3600)})
+        for bad in (expired, value[:-4] + "AAAA", no_id):
             page.cookies.set(COOKIE, bad)
             assert page.get(f"/api/users/{user_id}/counters").status_code == 401
+
+
+CARD = {"title": "From the page", "entity_type": "deal", "stage": "new"}
+
+
+def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(
+    api: httpx.Client, runtime: Runtime
+) -> None:
+    user_id, token = user_with_token(api)
+    counters = f"/api/users/{user_id}/counters"
+    card = {**CARD, "responsible_id": user_id}
+    with browser(api) as page, browser(api) as laptop:
+        # Given two sessions of one user, and a copy of the first one's cookie kept aside
+        assert page.post("/ui/session", json={"token": token}).status_code == 200
+        assert laptop.post("/ui/session", json={"token": token}).status_code == 200
+        saved = page.cookies[COOKIE]
+        # When the first signs out
+        assert page.delete("/ui/session", headers=UI).status_code == 204
+        # Then the saved copy signs nothing in: reads and changes get 401
+        with browser(api) as copy:
+            copy.cookies.set(COOKIE, saved)
+            assert copy.get(counters).status_code == 401
+            assert copy.get("/ui/session").status_code == 401
+            assert copy.post("/api/cards", json=card, headers=UI).status_code == 401
+            # and signing it out again changes nothing
+            assert copy.delete("/ui/session", headers=UI).status_code == 204
+        # while the other session goes on
+        assert laptop.get(counters).status_code == 200
+        assert laptop.post("/api/cards", json=card, headers=UI).status_code == 201
+        other = laptop.cookies[COOKIE]
+    # Another HTTP process of the service (same database) knows it too
+    with served(runtime) as (_, url, _, _):
+        for cookie, answer in ((saved, 401), (other, 200)):
+            with httpx.Client(base_url=url, cookies={COOKIE: cookie}, timeout=30) as elsewhere:
+                assert elsewhere.get(counters).status_code == answer
+
+
+def test_an_open_stream_ends_once_its_session_signs_out(
+    api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "KEEPALIVE_SECONDS", 0.2)  # the re-check comes with these
+    _, token = user_with_token(api)
+    with browser(api) as page:
+        assert page.post("/ui/session", json={"token": token}).status_code == 200
+        reader = EventReader(page)
+        assert reader.status.get(timeout=30) == 200
+        assert reader.next_event() is not None  # the first "change"
+        with browser(api) as other_tab:
+            other_tab.cookies.set(COOKIE, page.cookies[COOKIE])
+            assert other_tab.delete("/ui/session", headers=UI).status_code == 204
+        assert reader.next_event(timeout=30) is None  # the server ended the stream
+        reader.join()
+
+
+def test_ended_sessions_are_forgotten_once_their_cookies_have_ended(runtime: Runtime) -> None:
+    now = utcnow()
+    with unit_of_work(runtime.sessions) as session:
+        accounts.end_web_session(session, "old", now + timedelta(hours=1), now)
+    # Signing one session out twice at once (two processes) is no error
+    with unit_of_work(runtime.sessions) as session:
+        accounts.end_web_session(session, "old", now + timedelta(hours=1), now)
+    with read_only(runtime.sessions) as session:
+        assert accounts.web_session_ended(session, "old")
+    # A sign-out after the old cookie's end forgets it (no copy of it works anyway)
+    later = now + timedelta(hours=2)
+    with unit_of_work(runtime.sessions) as session:
+        accounts.end_web_session(session, "new", later + timedelta(hours=1), later)
+    with read_only(runtime.sessions) as session:
+        assert not accounts.web_session_ended(session, "old")
+        assert accounts.web_session_ended(session, "new")
 
 
 class EventReader:

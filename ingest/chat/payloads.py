@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from crm_core import schemas
 from crm_core.chat import Message, Status
@@ -47,7 +47,7 @@ def event_key(source_id: int, event: Event) -> str:
 class WidgetVisitor(BaseModel):
     id: str = Field(min_length=1, max_length=200, description="the widget's visitor id")
     name: str = Field("", max_length=300)
-    email: EmailStr | None = None
+    email: schemas.EmailAddress | None = None
     phone: str | None = Field(None, min_length=1, max_length=64, description="any format")
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import hashlib
-import ipaddress
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import getaddresses
@@ -21,6 +21,7 @@ from crm_core import services
 from crm_core.db import read_only, unit_of_work
 from crm_core.errors import InvalidInput, NotFound
 from crm_core.models import Mailbox, utcnow
+from crm_core.schemas import LOOPBACK, check_host
 from ingest import inbound
 from ingest.mailbox.addresses import (
     decode_archive_address,
@@ -65,12 +66,8 @@ class Taken:
 
 
 def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    """This machine, as the API's schema says it (`schemas.LOOPBACK`)."""
+    return re.fullmatch(LOOPBACK, host) is not None
 
 
 def register(
@@ -89,6 +86,10 @@ def register(
 ) -> Mailbox:
     if security not in SECURITY:
         raise InvalidInput(f"security: must be one of {', '.join(SECURITY)}")
+    try:  # the API's schema checks it too; the CLI comes straight here
+        check_host(host)
+    except ValueError as exc:
+        raise InvalidInput(f"host: {exc}") from None
     if security == "none" and not is_loopback(host):
         raise InvalidInput(
             'security: "none" would send the password in clear; it is only allowed for a '
@@ -96,8 +97,8 @@ def register(
         )
     if (password is None) == (oauth2_token is None):
         raise InvalidInput("password or oauth2_token: give exactly one of them")
-    if processed_folder is not None and processed_folder == folder:
-        raise InvalidInput("processed_folder: must differ from folder")
+    if processed_folder == folder:  # moving a message where it is: leave it there, \Seen
+        processed_folder = None
     mailbox = Mailbox(
         name=name or f"{username}@{host}",
         host=host,

@@ -9,7 +9,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StrictBool, StrictInt
 
 from crm_core import schemas
 from crm_core.errors import InvalidInput
@@ -34,7 +34,7 @@ CARD_REF = re.compile(r"^(?:card[-_])?([0-9]{1,10})$", re.IGNORECASE)
 
 
 class PayerIn(BaseModel):
-    email: EmailStr | None = None
+    email: schemas.EmailAddress | None = None
     phone: str | None = Field(None, min_length=1, max_length=64, description="any format")
     name: str = Field("", max_length=300)
 

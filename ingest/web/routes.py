@@ -3,8 +3,11 @@ cookie that the JSON API accepts like the bearer header), and the live-update st
 /api/events. Mounted on the HTTP app by `ingest.http_app`; the page itself calls /api.
 """
 
+import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,16 +16,20 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
 
+from crm_core import accounts
 from crm_core.changes import change_marker
-from crm_core.db import read_only
+from crm_core.db import read_only, unit_of_work
 from crm_core.permissions import Actor
 from ingest.sealing import Sealer, SealingError
 from ingest.settings import Settings
 from ingest.web.events import ChangeFeed
 
 STATIC = Path(__file__).parent / "static"
-# The session cookie carries the user's token itself: it is already a bearer secret, so
-# nothing raw is stored server-side and revoking the token ends the session at once.
+# The session cookie carries the user's token itself (sealed): it is already a bearer
+# secret, so nothing raw is stored server-side and revoking the token ends the session at
+# once. Each sign-in also seals a session id of its own: signing out records that id as
+# ended (in the database, so every HTTP process knows), and a saved copy of the cookie
+# signs nothing in any more, while the user's other sessions go on.
 COOKIE = "crm_session"
 # Requests that change something with the cookie must carry this header: a page of another
 # site cannot set it without a CORS preflight this app never grants (defence against CSRF
@@ -42,29 +49,63 @@ TokenCheck = Callable[[str], Actor | None]
 ActorDependency = Callable[..., Actor]
 
 
-class SessionCookie:
-    """The session cookie's value: the token and its end, sealed with the service's key, so
-    the browser holds no readable token and an old cookie stops working on the server too."""
+@dataclass(frozen=True)
+class WebSession:
+    """What a session cookie holds."""
 
-    def __init__(self, sealer: Sealer, hours: float) -> None:
+    token: str
+    session_id: str
+    until: datetime
+
+
+class SessionCookie:
+    """The session cookie's value: the token, a session id and its end, sealed with the
+    service's key, so the browser holds no readable token and an old or signed-out cookie
+    stops working on the server too."""
+
+    def __init__(self, sealer: Sealer, hours: float, sessions: sessionmaker[Session]) -> None:
         self._sealer = sealer
+        self._sessions = sessions
         self.seconds = int(hours * 3600)
 
     def make(self, token: str) -> str:
         until = str(int(time.time()) + self.seconds)
-        return self._sealer.seal({"token": token, "until": until})
+        session_id = secrets.token_urlsafe(16)
+        return self._sealer.seal({"token": token, "until": until, "session": session_id})
 
-    def token_of(self, cookie: str) -> str:
-        """The token of a live cookie; "" for none, a forged or an expired one."""
+    def open(self, cookie: str) -> WebSession | None:
+        """What a live cookie holds; None for a forged or expired one, and for one made
+        before sessions had ids (it could not be ended)."""
         if not cookie:
-            return ""
+            return None
         try:
             opened = self._sealer.unseal(cookie)
-            if int(opened.get("until", "0")) < time.time():
-                return ""
-            return str(opened.get("token", ""))
+            until = int(opened.get("until", "0"))
         except (SealingError, ValueError):
+            return None
+        token, session_id = str(opened.get("token", "")), str(opened.get("session", ""))
+        if until < time.time() or not token or not session_id:
+            return None
+        return WebSession(token, session_id, datetime.fromtimestamp(until, UTC))
+
+    def token_of(self, cookie: str) -> str:
+        """The token of a live cookie whose session was not signed out; "" otherwise."""
+        opened = self.open(cookie)
+        if opened is None:
             return ""
+        with read_only(self._sessions) as session:
+            if accounts.web_session_ended(session, opened.session_id):
+                return ""
+        return opened.token
+
+    def end(self, cookie: str) -> None:
+        """Sign this cookie's session out, for every copy of the cookie."""
+        opened = self.open(cookie)
+        if opened is not None:
+            with unit_of_work(self._sessions) as session:
+                accounts.end_web_session(
+                    session, opened.session_id, opened.until, datetime.now(UTC)
+                )
 
 
 def presented_token(request: Request, authorization: str, cookie: str) -> str:
@@ -101,7 +142,7 @@ def mount(
     sealer: Sealer,
 ) -> None:
     """Add the page's routes to `app` (before any catch-all mount) and its static files."""
-    cookie = app.state.web_cookie = SessionCookie(sealer, settings.ui_session_hours)
+    cookie = app.state.web_cookie = SessionCookie(sealer, settings.ui_session_hours, sessions)
     feed = ChangeFeed(lambda: _read_marker(sessions), settings.ui_events_poll_seconds)
     app.state.web_feed = feed
     Who = Annotated[Actor, Depends(actor)]
@@ -143,8 +184,10 @@ def mount(
 
     @app.delete("/ui/session", status_code=204, tags=["web page"])
     def sign_out(request: Request) -> Response:
-        """Sign out: the session cookie is removed (the token itself stays valid; a copy of
-        the cookie ends at its time, CRM_UI_SESSION_HOURS after the sign-in)."""
+        """Sign out: the session ends on the server (a saved copy of its cookie gets 401,
+        the user's other sessions go on) and the cookie is removed. The token itself stays
+        valid."""
+        cookie.end(request.cookies.get(COOKIE, ""))
         response = Response(status_code=204)
         response.delete_cookie(
             COOKIE,
@@ -165,11 +208,14 @@ def mount(
         """Server-Sent Events: `change` once at the start and after each change of cards,
         history, activities, unread marks or counters (checked every
         CRM_UI_EVENTS_POLL_SECONDS); the page then fetches what it shows again."""
-        token = presented_token(
-            request, request.headers.get("authorization", ""), request.cookies.get(COOKIE, "")
-        )
+        authorization = request.headers.get("authorization", "")
+        session = request.cookies.get(COOKIE, "")
+
+        def still_valid() -> bool:  # the token is not revoked, the session not signed out
+            return check_token(presented_token(request, authorization, session)) is not None
+
         return StreamingResponse(
-            feed.stream(lambda: check_token(token) is not None),
+            feed.stream(still_valid),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
