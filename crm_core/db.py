@@ -118,8 +118,12 @@ def check_database(engine: Engine) -> None:
 
 
 def describe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL without its password, for messages: the user's (`user:***@`) and one given
+    as a query parameter (`?password=...`, libpq's spelling, or any key naming one)."""
+    parsed = make_url(url)
+    hidden = {key: "***" for key in parsed.query if "pass" in key.lower()}
+    shown = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    return shown.replace("=%2A%2A%2A", "=***")  # as the user's password is shown
 
 
 def upgrade_schema(engine: Engine, revision: str = "head") -> None:

@@ -429,7 +429,7 @@ class ActivityIn(StrictIn):
 class ActivityPatch(StrictIn):
     """Fields to change; absent ones stay. `deadline: null` removes the deadline."""
 
-    card_ids: list[DbId] | None = None
+    card_ids: list[DbId] | None = Field(None, min_length=1, description="the first is the main one")
     type: str | None = None
     subject: str | None = Field(None, max_length=500)
     description: str | None = None

@@ -174,3 +174,13 @@ def test_help_lists_each_commands_ports_and_settings_and_version_exists() -> Non
     out, _ = shown.communicate(timeout=60)
     assert shown.returncode == 0 and out.strip() == f"crm-ingest {cli_help.version()}"
     assert cli_help.version() == "0.1.0"
+
+
+def test_a_password_given_as_a_query_parameter_is_not_printed_either(tmp_path: Path) -> None:
+    """The outside probe's second run: `...?password=S3cretPW` was printed verbatim."""
+    given = Settings(
+        database_url="postgresql://postgres@127.0.0.1:5432/db?password=S3cretPW&sslmode=require",
+        data_dir=tmp_path,
+    )
+    shown = banner(given, "CRM_BROKER_URL")
+    assert "S3cretPW" not in shown and "password=***" in shown and "sslmode=require" in shown

@@ -14,7 +14,10 @@ from email.utils import make_msgid
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
+from crm_core.models import InboundItem
+from ingest.runtime import Runtime
 from tests.helpers import (
     archive_address,
     counters,
@@ -188,3 +191,28 @@ def test_mail_to_postmaster_is_accepted_and_left_for_the_administrators(
     ]
     assert all(i["card_id"] is None for i in unmatched)
     assert history(api, int(str(card["id"]))) == []
+
+
+def test_a_stranger_cannot_fill_the_disk_through_postmaster(
+    runtime: Runtime, smtp_server: tuple[str, int]
+) -> None:
+    """The outside probe's second run: ten 20 MB mails to postmaster grew the data directory
+    by 440 MB. Mail to postmaster is at most 1 MiB, and each one counts for its client as an
+    unknown address does: past the door's limit its RCPTs wait (450)."""
+    big = b"From: x@ext.example\r\nSubject: big\r\n\r\n" + (b"A" * 998 + b"\r\n") * 1100
+    small = b"From: x@ext.example\r\nSubject: hello\r\n\r\nWho runs this?\r\n"
+    limit = runtime.settings.smtp_unknown_rcpt_limit
+    with smtplib.SMTP(*smtp_server, timeout=30) as client:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail("x@ext.example", ["postmaster"], big)
+        assert refused.value.smtp_code == 552
+        assert b"postmaster is at most 1048576 bytes" in refused.value.smtp_error
+        client.rset()
+        # The refused one counted already; the rest of the window's allowance is accepted
+        for n in range(limit - 1):  # distinct mails (a copy would be stored once)
+            assert client.sendmail("x@ext.example", ["postmaster"], small + b"%d\r\n" % n) == {}
+        client.mail("x@ext.example")
+        assert client.rcpt("postmaster")[0] == 450
+    with runtime.sessions() as session:
+        stored = session.scalar(select(func.count()).select_from(InboundItem))
+    assert stored == limit - 1

@@ -10,6 +10,11 @@ from email.header import decode_header, make_header
 from ingest.mailbox.loop_guard import header_fields
 
 LOCAL_PART = "postmaster"
+# Anyone may write to postmaster, so what it keeps is small and counted: a mail to it is at
+# most this big (552 beyond), and each one counts, for its client, as an unknown address
+# does (the door's CRM_SMTP_UNKNOWN_RCPT_LIMIT per window): a stranger cannot fill the disk.
+MAX_BYTES = 1024 * 1024
+TOO_BIG = f"552 5.3.4 Mail to postmaster is at most {MAX_BYTES} bytes"
 _SHOWN_CHARACTERS = 200  # of the From and Subject in the reason
 
 

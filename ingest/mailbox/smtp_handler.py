@@ -37,6 +37,7 @@ from crm_core.models import utcnow
 from ingest import inbound
 from ingest.errors import StoreUnavailable
 from ingest.inbound import NewInput
+from ingest.mailbox import postmaster
 from ingest.mailbox.addresses import (
     decode_archive_address,
     encode_archive_address,
@@ -387,9 +388,11 @@ class ArchiveHandler:
         address = address.strip()
         if len(address) > MAX_ADDRESS_LENGTH or not address.isprintable() or " " in address:
             return BAD_ADDRESS
-        postmaster = postmaster_address(address, self._archive_domain)
-        if postmaster is not None:  # stored like any mail; processing puts it on no card
-            envelope.rcpt_tos.append(postmaster)
+        to_postmaster = postmaster_address(address, self._archive_domain)
+        if to_postmaster is not None:  # stored like any mail; processing puts it on no card
+            if self._harvest is not None and client is not None:
+                self._harvest.record_unknown(client)  # open to all: counted as a miss is
+            envelope.rcpt_tos.append(to_postmaster)
             return "250 2.1.5 OK"
         if address.rpartition("@")[2].lower() != self._archive_domain:
             return NOT_OUR_DOMAIN
@@ -410,6 +413,10 @@ class ArchiveHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
+        if len(raw) > postmaster.MAX_BYTES and any(
+            map(postmaster.is_postmaster, envelope.rcpt_tos)
+        ):
+            return postmaster.TOO_BIG
         origin = origin_of(session, envelope, raw)
         meta: dict[str, Any] = {
             "peer": origin.address,
