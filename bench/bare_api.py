@@ -11,7 +11,7 @@ import sys
 
 from fastapi import FastAPI, Request, Response
 
-from ingest.http_app import make_http_server
+from ingest.http.server import make_http_server
 
 
 def app() -> FastAPI:

@@ -3,7 +3,7 @@
     python -m bench.counters [--activities 1000000] [--users 1000] [--samples 2000]
 
 Builds the data in a scratch PostgreSQL database (CRM_BENCH_PG_URL, default the local
-server), then prints p50/p99 of `services.user_counters` and `services.kanban` (what the API
+server), then prints p50/p99 of `user_cases.user_counters` and `card_cases.kanban` (what the API
 calls) beside the anchor: a from-scratch recount query over all activities, on the same data
 in the same run. Targets (issue 3): counters p99 < 2 ms, Kanban top-50 p99 < 10 ms.
 Each read is measured twice: as the API does it (a session per request: pool checkout with
@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 
 from bench.common import machine, record, scratch_postgres, summary, timed
-from crm_core import services
+from crm_core import card_cases, user_cases
 from crm_core.db import make_engine, make_session_factory, read_only, upgrade_schema
 
 STAGES = 10
@@ -121,29 +121,29 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
         def counters() -> None:
             with read_only(sessions) as session:
-                services.user_counters(session, rng.randint(1, args.users), datetime.now(UTC))
+                user_cases.user_counters(session, rng.randint(1, args.users), datetime.now(UTC))
 
         def counters_cold() -> list[float]:
             out = []
             for user in rng.sample(range(1, args.users + 1), args.users):
                 start = time.perf_counter()
                 with read_only(sessions) as session:
-                    services.user_counters(session, user, datetime.now(UTC))
+                    user_cases.user_counters(session, user, datetime.now(UTC))
                 out.append((time.perf_counter() - start) * 1000)
             return out
 
         def kanban() -> None:
             with read_only(sessions) as session:
-                services.kanban(session, "deal", f"stage{rng.randrange(STAGES)}", 50)
+                card_cases.kanban(session, "deal", f"stage{rng.randrange(STAGES)}", 50)
 
         held = sessions()  # one session kept open: no pool checkout, ping or session setup
         held.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
         def counters_held() -> None:
-            services.user_counters(held, rng.randint(1, args.users), datetime.now(UTC))
+            user_cases.user_counters(held, rng.randint(1, args.users), datetime.now(UTC))
 
         def kanban_held() -> None:
-            services.kanban(held, "deal", f"stage{rng.randrange(STAGES)}", 50)
+            card_cases.kanban(held, "deal", f"stage{rng.randrange(STAGES)}", 50)
 
         def recount() -> None:
             # The anchor: one user's counters recounted from the activities, no help from

@@ -10,7 +10,8 @@ lock, as it must). For each worker count: the maximum rate (a burst from Postfix
 paced sender, 10 SMTP sessions, cards in turn), with p50/p99 of each mail's
 latency from the moment the SMTP door stored it to the moment its history entry was
 committed (both times from the database). Anchor, same run, same Redis: the drain rate of a
-Dramatiq actor that does nothing, through the same broker, actors and worker threads.
+Dramatiq actor that does nothing, through the same kind of broker (without our attempt
+bookkeeping), actors and worker threads.
 """
 
 from __future__ import annotations
@@ -43,13 +44,14 @@ from bench.common import (
 )
 from bench.smtp import SENDER, world
 from crm_core.db import make_engine, make_session_factory
-from worker import build_broker, declare_actors
+from ingest.pipeline import build_broker, declare_actors
 
 THREADS = 4  # CRM_WORKER_THREADS of each worker process
 
 
 def noop_drain_rate(url: str, messages: int) -> float:
-    """Messages/s a Dramatiq worker (THREADS threads) drains through a no-op actor."""
+    """Messages/s a Dramatiq worker (THREADS threads) drains through a no-op actor, on a
+    broker without AttemptBookkeeping (no database write per attempt): Dramatiq's own cost."""
     broker = build_broker(url, namespace=f"bench-noop-{time.monotonic_ns()}")
     done = threading.Event()
     seen = [0]
@@ -62,7 +64,7 @@ def noop_drain_rate(url: str, messages: int) -> float:
                 done.set()
 
     pipeline = declare_actors(
-        broker, make_session_factory(make_engine("sqlite://")), 3, {"noop": noop}, guarded=False
+        broker, make_session_factory(make_engine("sqlite://")), 3, {"noop": noop}
     )
     for n in range(messages):
         pipeline.enqueue("noop", n)

@@ -10,7 +10,7 @@ import asyncio
 import sys
 from typing import Any
 
-from ingest.mailbox.smtp_handler import start_smtp_server
+from ingest.mailbox.smtp_server import start_smtp_server
 
 
 class NoOp:

@@ -32,7 +32,7 @@ from bench.common import (
     service_env,
     wait_port,
 )
-from crm_core import services
+from crm_core import card_cases, user_cases
 from crm_core.db import make_engine, make_session_factory, unit_of_work, upgrade_schema
 from crm_core.models import InboundItem, utcnow
 from ingest.mailbox.addresses import encode_archive_address, hash_archive_token, new_archive_token
@@ -48,14 +48,14 @@ def world(url: str, cards: int = 1) -> list[str]:
     upgrade_schema(engine)
     addresses = []
     with unit_of_work(make_session_factory(engine)) as session:
-        sender = services.create_user(session, SENDER, "Anna Bench")
+        sender = user_cases.create_user(session, SENDER, "Anna Bench")
         sender.is_admin = True
         owners = [
-            services.create_user(session, f"owner{n}@bench.example", f"Owner {n}")
+            user_cases.create_user(session, f"owner{n}@bench.example", f"Owner {n}")
             for n in range(10)
         ]
         for n in range(cards):
-            card = services.create_card(
+            card = card_cases.create_card(
                 session,
                 title=f"Bench deal {n}",
                 entity_type="deal",
@@ -66,7 +66,7 @@ def world(url: str, cards: int = 1) -> list[str]:
                 default_region="FR",
             )
             token = new_archive_token()
-            services.issue_archive_address(
+            card_cases.issue_archive_address(
                 session, card.id, hash_archive_token(token), timedelta(0), utcnow()
             )
             addresses.append(encode_archive_address(token, "archive.bench"))

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from crm_core import activities, focus, services
+from crm_core import activities, card_cases, contact_cases, focus
 from crm_core.errors import NotFound
 from crm_core.models import (
     Activity,
@@ -88,12 +88,12 @@ def record_call(
     again for the same call changes nothing.
     """
     user = employee(session, call.employee)
-    contact = services.contact_by_phone(session, call.number)
+    contact = contact_cases.contact_by_phone(session, call.number)
     if card_id is None:
         card_id = card_for_contact(session, contact.id)
         if card_id is None:
             return Placed(None, contact.id, created=False)
-    card = services.lock_card(session, card_id)
+    card = card_cases.lock_card(session, card_id)
     existing = session.scalar(
         select(HistoryEntry.id).where(
             HistoryEntry.card_id == card.id, HistoryEntry.dedupe_key == call.dedupe_key
@@ -101,7 +101,7 @@ def record_call(
     )
     if existing is not None:
         return Placed(card.id, contact.id, created=False)
-    services.link_contact(session, card.id, contact.id)
+    contact_cases.link_contact(session, card.id, contact.id)
     entry = HistoryEntry(
         card_id=card.id,
         type="call",

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from crm_core import activities, services
+from crm_core import activities, card_cases, contact_cases
 from crm_core.calls import Placed, card_for_contact, employee
 from crm_core.models import (
     Activity,
@@ -24,9 +24,6 @@ from crm_core.models import (
     User,
     dedupe_key,
 )
-
-# History types and the words a user reads for them ("incoming WhatsApp message").
-CHANNELS = {"chat": "chat message", "whatsapp": "WhatsApp message", "sms": "SMS"}
 
 # Delivery statuses of the providers, in the order a message goes through them; a status
 # never goes back (a late "delivered" after "read" is kept out). Failure ends everything.
@@ -50,8 +47,9 @@ class Message:
 
     source_id: int
     message_id: str  # the provider's id: one message, one history entry
-    channel: str  # chat | whatsapp | sms
-    provider: str  # widget | whatsapp | twilio
+    channel: str  # the history (and activity) type: chat | whatsapp | sms | telegram...
+    noun: str  # what a user reads it as: "WhatsApp message" ("incoming WhatsApp message")
+    provider: str  # the source kind: widget | whatsapp | twilio...
     sent_at: datetime
     direction: str = "incoming"  # incoming (the customer) | outgoing (an employee's reply)
     sender_name: str = ""
@@ -103,15 +101,15 @@ def find_contact(
     address = email.strip().lower() if email else None
     if not address and not phone:
         return None
-    contact = services.contact_by_email(session, address, create=False) if address else None
+    contact = contact_cases.contact_by_email(session, address, create=False) if address else None
     if contact is None and phone:
         new = _unknown(session, ContactPhone.number, phone)
-        contact = services.contact_by_phone(session, phone, name=name)
+        contact = contact_cases.contact_by_phone(session, phone, name=name)
         if new and address:  # a contact made now: with both details
             contact.emails.append(ContactEmail(address=address))
             session.flush()
     if contact is None:
-        contact = services.contact_by_email(session, str(address), create=True, name=name)
+        contact = contact_cases.contact_by_email(session, str(address), create=True, name=name)
     return contact
 
 
@@ -138,7 +136,7 @@ def record_message(
         card_id = card_for_contact(session, contact.id) if contact is not None else None
         if card_id is None:
             return Placed(None, contact.id if contact else None, created=False)
-    card = services.lock_card(session, card_id)
+    card = card_cases.lock_card(session, card_id)
     contact_id = contact.id if contact else None
     existing = session.scalar(
         select(HistoryEntry.id).where(
@@ -149,7 +147,7 @@ def record_message(
         return Placed(card.id, contact_id, created=False)
     author = employee(session, message.employee) if message.employee else None
     if contact is not None:
-        services.link_contact(session, card.id, contact.id)
+        contact_cases.link_contact(session, card.id, contact.id)
     row = _message_row(session, message.source_id, message.message_id)
     entry = HistoryEntry(
         card_id=card.id,
@@ -194,7 +192,7 @@ def record_message(
     row.history_entry_id = entry.id
     _thread(session, message, row, entry)
     if message.asks_attention:
-        label = CHANNELS[message.channel]
+        label = message.noun
         who = message.sender_name or message.phone or message.email or "a visitor"
         subject = f"{label[0].upper()}{label[1:]} from {who}: {_preview(message)}"
         activity = activities.incoming_event(

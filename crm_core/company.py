@@ -67,7 +67,9 @@ DEFAULTS: dict[str, Any] = {
 
 def get(session: Session, key: str) -> Any:
     row = session.get(CompanySetting, key)
-    return DEFAULTS[key] if row is None else row.value
+    if row is not None:
+        return row.value
+    return session.info.get("defaults", {}).get(key, DEFAULTS[key])
 
 
 def put(session: Session, key: str, value: Any) -> None:

@@ -81,8 +81,12 @@ def _sqlite_engine(url: str, lock_timeout_seconds: float) -> Engine:
 _SQLITE_BEGIN = "crm_sqlite_begin"
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def make_session_factory(
+    engine: Engine, defaults: dict[str, Any] | None = None
+) -> sessionmaker[Session]:
+    """`defaults`: company settings' defaults given by the layer above (e.g. the activity
+    types of the channels it runs), read by `crm_core.company` through `session.info`."""
+    return sessionmaker(engine, expire_on_commit=False, info={"defaults": dict(defaults or {})})
 
 
 @contextmanager

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,8 +18,9 @@ from crm_core import company, permissions
 from crm_core.errors import Forbidden, InvalidInput, NotFound
 from crm_core.models import Activity, Blob, Card, Document, HistoryEntry, User
 
-# The history filter (seed 002) -> the entry types it shows.
-FILTERS: dict[str, tuple[str, ...]] = {
+# The history filter (seed 002) -> the entry types it shows: the service's own channels
+# come from its registry (`ingest.registry`); these are for a caller that gives none.
+FILTERS: Mapping[str, tuple[str, ...]] = {
     "tasks": ("task_closed", "task_reopened"),
     "email": ("email", "bounce"),
     "whatsapp": ("whatsapp",),
@@ -65,14 +67,16 @@ def card_history(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 200,
+    filters: Mapping[str, tuple[str, ...]] = FILTERS,
 ) -> list[HistoryEntry]:
-    """Newest first; `kinds` are filter names (empty: everything), `since`/`until` a period."""
-    unknown = [k for k in kinds if k not in FILTERS]
+    """Newest first; `kinds` are names of `filters` (empty: everything), `since`/`until` a
+    period."""
+    unknown = [k for k in kinds if k not in filters]
     if unknown:
-        raise InvalidInput(f"type: unknown {unknown[0]!r}; one of {', '.join(FILTERS)}")
+        raise InvalidInput(f"type: unknown {unknown[0]!r}; one of {', '.join(filters)}")
     query = select(HistoryEntry).where(HistoryEntry.card_id == card_id)
     if kinds:
-        query = query.where(HistoryEntry.type.in_([t for k in kinds for t in FILTERS[k]]))
+        query = query.where(HistoryEntry.type.in_([t for k in kinds for t in filters[k]]))
     if since is not None:
         query = query.where(HistoryEntry.occurred_at >= since)
     if until is not None:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, lazyload
 
-from crm_core import activities, focus, services
+from crm_core import activities, contact_cases, focus
 from crm_core.calls import card_for_contact
 from crm_core.chat import find_contact
 from crm_core.errors import NotFound
@@ -135,7 +135,7 @@ def record_payment(
         return Placed(row.card_id or card.id, contact_id, created=False)
     row.card_id = card.id
     if contact is not None:
-        services.link_contact(session, card.id, contact.id)
+        contact_cases.link_contact(session, card.id, contact.id)
     current = row.status_event == event.event_key
     entry = HistoryEntry(
         card_id=card.id,

@@ -1,31 +1,29 @@
 """The inbound store: every raw input, kept durably before any front door says yes.
 
-Front doors call `store` (or `submit`, from an event loop); commits of concurrent requests
-are grouped (`GroupCommit`). Workers `claim` an item inside their use-case transaction and
-finish it there (processed / rejected), or `record_failure` after an error of ours.
+Front doors `store` (or `submit`, from an event loop) through their runtime's
+`GroupCommit`, then `enqueue_stored`. Workers `begin_attempt`, `claim` an item inside their
+use-case transaction and `finish` it there, or `record_failure` after an error of ours.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import queue
-import threading
 from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, LargeBinary, and_, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import ColumnElement, LargeBinary, and_, func, or_, select, update
 from sqlalchemy.orm import Session, defer, sessionmaker
 
 from crm_core.db import read_only, unit_of_work
-from crm_core.errors import Conflict, NotFound
-from crm_core.models import Card, InboundItem, InboundStatus, utcnow
+from crm_core.models import InboundItem, InboundStatus, utcnow
 from ingest import logs, metrics
-from ingest.errors import StoreUnavailable
+
+if TYPE_CHECKING:
+    from ingest.group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -48,146 +46,21 @@ def email_key(recipient: str, raw: bytes) -> str:
     return "email:" + hashlib.sha256(recipient.encode() + b"\0" + raw).hexdigest()
 
 
-def store(sessions: sessionmaker[Session], inputs: list[NewInput]) -> list[int]:
+def store(commits: GroupCommit, inputs: list[NewInput]) -> list[int]:
     """Commit all `inputs` and return their ids, in order, once they are durable.
 
     An input whose dedupe key is already stored is not stored again: its existing id is
     returned. Raises StoreUnavailable if the commit fails (nothing is then written).
-    Concurrent callers share commits (see `GroupCommit`)."""
-    return submit(sessions, inputs).result()
+    Concurrent callers share commits (`commits`: the runtime's `GroupCommit`)."""
+    return commits.submit(inputs).result()
 
 
-def submit(sessions: sessionmaker[Session], inputs: list[NewInput]) -> Future[list[int]]:
+def submit(commits: GroupCommit, inputs: list[NewInput]) -> Future[list[int]]:
     """`store` without waiting: the future gives the ids once committed (for event loops)."""
-    with _groups_lock:
-        group = _groups.get(id(sessions))
-        if group is None or group.sessions is not sessions:
-            group = _groups[id(sessions)] = GroupCommit(sessions)
-    return group.submit(inputs)
+    return commits.submit(inputs)
 
 
-class GroupCommit:
-    """Group commit for the front doors: the inputs of every request that arrives while a
-    commit is running go into the next one, together. A commit waits for the disk (the WAL
-    flush), so many small ones in a row are what limits a door; one per group is not.
-    Nobody is answered before the commit that holds their input is done, and a failed
-    commit fails every request in it (each front door then says "try later")."""
-
-    MAX_INPUTS = 500
-
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        self.sessions = sessions
-        self._waiting: queue.SimpleQueue[tuple[list[NewInput], Future[list[int]]]] = (
-            queue.SimpleQueue()
-        )
-        threading.Thread(target=self._run, name="group-commit", daemon=True).start()
-
-    def submit(self, inputs: list[NewInput]) -> Future[list[int]]:
-        done: Future[list[int]] = Future()
-        self._waiting.put((inputs, done))
-        return done
-
-    def close(self) -> None:
-        """Stop the thread once the inputs already submitted are committed."""
-        self._waiting.put(_STOP)
-
-    def _run(self) -> None:
-        while True:
-            first = self._waiting.get()
-            if first is _STOP:
-                return
-            group = [first]
-            size = len(group[0][0])
-            while size < self.MAX_INPUTS:
-                try:
-                    waiting = self._waiting.get_nowait()
-                except queue.Empty:
-                    break
-                if waiting is _STOP:
-                    self._waiting.put(_STOP)  # after this group
-                    break
-                group.append(waiting)
-                size += len(group[-1][0])
-            try:
-                ids = _store_once(self.sessions, [new for inputs, _ in group for new in inputs])
-            except BaseException as exc:  # every waiter learns why; the thread goes on
-                for _, done in group:
-                    done.set_exception(exc)
-                continue
-            start = 0
-            for inputs, done in group:
-                done.set_result(ids[start : start + len(inputs)])
-                start += len(inputs)
-
-
-_STOP: tuple[list[NewInput], Future[list[int]]] = ([], Future())
-_groups: dict[int, GroupCommit] = {}
-_groups_lock = threading.Lock()
-
-
-def close_store(sessions: sessionmaker[Session]) -> None:
-    """Stop the group-commit thread of these sessions (a Runtime closing)."""
-    with _groups_lock:
-        group = _groups.pop(id(sessions), None)
-    if group is not None:
-        group.close()
-
-
-def _store_once(sessions: sessionmaker[Session], inputs: list[NewInput]) -> list[int]:
-    try:
-        return _store(sessions, inputs)
-    except IntegrityError:
-        # A concurrent front door stored the same input between our lookup and insert.
-        try:
-            return _store(sessions, inputs)
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-    except SQLAlchemyError as exc:
-        raise StoreUnavailable(str(exc)) from exc
-
-
-def _store(sessions: sessionmaker[Session], inputs: list[NewInput]) -> list[int]:
-    """Two statements whatever the number of inputs: the keys already stored, then one
-    multi-row INSERT ... RETURNING for the others (each key once)."""
-    now = utcnow()
-    with unit_of_work(sessions) as session:
-        keys = list(dict.fromkeys(new.dedupe_key for new in inputs))
-        found: dict[str, int] = {
-            key: item_id
-            for key, item_id in session.execute(
-                select(InboundItem.dedupe_key, InboundItem.id).where(
-                    InboundItem.dedupe_key.in_(keys)
-                )
-            )
-        }
-        fresh: dict[str, dict[str, Any]] = {}
-        for new in inputs:
-            if new.dedupe_key in found or new.dedupe_key in fresh:
-                continue
-            rejected = new.rejected is not None
-            fresh[new.dedupe_key] = {
-                "channel": new.channel,
-                "raw": new.raw,
-                "dedupe_key": new.dedupe_key,
-                "recipient": new.recipient,
-                "meta": new.meta,
-                "received_at": now,
-                "enqueued_at": now,
-                "status": (InboundStatus.REJECTED if rejected else InboundStatus.RECEIVED).value,
-                "reason": new.rejected,
-                "finished_at": now if rejected else None,
-            }
-        if fresh:
-            inserted = session.execute(
-                insert(InboundItem).returning(InboundItem.dedupe_key, InboundItem.id),
-                list(fresh.values()),
-            )
-            found.update({key: item_id for key, item_id in inserted})
-    metrics.stored(fresh.values())
-    return [found[new.dedupe_key] for new in inputs]
-
-
-def hand_over(enqueue: Callable[[str, int], None], channel: str, ids: list[int]) -> None:
+def enqueue_stored(enqueue: Callable[[str, int], None], channel: str, ids: list[int]) -> None:
     """After the store, at every front door: send each id to the workers, logging under it.
     Stored is what matters: if the broker is down, the sweeper sends them once it is back."""
     for item_id in ids:
@@ -287,88 +160,6 @@ def record_failure(
             log.error("inbound item %s failed for good after %s attempts", item_id, item.attempts)
             return True
         return False
-
-
-# Statuses an operator may send through processing again, from the start.
-REPROCESSABLE = (InboundStatus.FAILED, InboundStatus.REJECTED, InboundStatus.HELD)
-
-
-def reprocess(sessions: sessionmaker[Session], item_id: int, now: datetime) -> InboundItem:
-    """Put a failed, rejected or held item back to `received` with its attempts reset (the
-    caller then enqueues it). A held item is released: the loop limit is not applied again.
-    The last error stays visible until processing succeeds."""
-    with unit_of_work(sessions) as session:
-        item = lock(session, item_id)
-        if item is None:
-            raise NotFound(f"inbound item {item_id} does not exist")
-        if item.status not in REPROCESSABLE:
-            raise Conflict(
-                f"inbound item {item_id} is {item.status}; only failed, rejected or held "
-                "items can be processed again"
-                + (" (attach an unmatched one to a card)" if item.status == "unmatched" else "")
-            )
-        if item.purged_at is not None:
-            raise Conflict(f"inbound item {item_id}'s raw input was deleted by retention")
-        if item.status == InboundStatus.HELD.value:
-            item.meta = {**item.meta, "released": True}
-        item.status = InboundStatus.RECEIVED.value
-        item.reason = None
-        item.attempts = 0
-        item.quiet_resends = 0
-        item.finished_at = None
-        item.enqueued_at = now
-        session.flush()
-        session.expunge(item)
-        return item
-
-
-def set_legal_hold(sessions: sessionmaker[Session], item_id: int, hold: bool) -> InboundItem:
-    with unit_of_work(sessions) as session:
-        item = lock(session, item_id)
-        if item is None:
-            raise NotFound(f"inbound item {item_id} does not exist")
-        if hold and item.purged_at is not None:
-            raise Conflict(f"inbound item {item_id}'s raw input was already deleted by retention")
-        item.legal_hold = hold
-        session.flush()
-        session.expunge(item)
-        return item
-
-
-# Retention deletes the raw input of these once they are finished (failed, held and
-# unmatched ones wait for a person and are kept).
-RETAINED_UNTIL_EXPIRY = (InboundStatus.PROCESSED.value, InboundStatus.REJECTED.value)
-
-
-def purge_expired(
-    sessions: sessionmaker[Session], finished_before: datetime, now: datetime, limit: int = 500
-) -> int:
-    """Delete the raw bytes of up to `limit` items finished before `finished_before`, except
-    those on legal hold (their own, or their card's); return how many were purged."""
-    held_cards = select(Card.id).where(Card.legal_hold.is_(True))
-    with unit_of_work(sessions) as session:
-        ids = list(
-            session.scalars(
-                select(InboundItem.id)
-                .where(
-                    InboundItem.status.in_(RETAINED_UNTIL_EXPIRY),
-                    InboundItem.finished_at < finished_before,
-                    InboundItem.purged_at.is_(None),
-                    InboundItem.legal_hold.is_(False),
-                    or_(InboundItem.card_id.is_(None), InboundItem.card_id.not_in(held_cards)),
-                )
-                .order_by(InboundItem.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        )
-        if ids:
-            session.execute(
-                update(InboundItem).where(InboundItem.id.in_(ids)).values(raw=b"", purged_at=now)
-            )
-    if ids:
-        log.info("retention deleted the raw input of %d inbound items", len(ids))
-    return len(ids)
 
 
 def recent_copies(session: Session, item: InboundItem, since: datetime, enough: int) -> int:
@@ -480,21 +271,6 @@ def resend_waiting(
                     .values(enqueued_at=enqueued_before - timedelta(microseconds=1))
                 )
     return len(sent)
-
-
-def list_items(
-    sessions: sessionmaker[Session], status: str | None, limit: int = 100
-) -> list[InboundItem]:
-    with read_only(sessions) as session:
-        query = (
-            select(InboundItem)
-            .options(defer(InboundItem.raw))
-            .order_by(InboundItem.id.desc())
-            .limit(limit)
-        )
-        if status:
-            query = query.where(InboundItem.status == status)
-        return list(session.scalars(query))
 
 
 def list_own(

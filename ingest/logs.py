@@ -2,7 +2,8 @@
 inbound id (with its channel) on every line logged while that input is stored or processed.
 
 The id lives in a context variable (`inbound_context`, or `bind`/`unbind` from the
-worker's middleware); the handler's filter copies it onto each record, whoever logs it.
+worker's middleware, `ingest.pipeline.InboundLogContext`); the handler's filter copies it
+onto each record, whoever logs it.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def make_handler(stream: TextIO, log_format: LogFormat) -> logging.Handler:
 
 def configure(level: str, log_format: LogFormat) -> None:
     """The process's logging: one handler on the root logger, writing to stderr. Every
-    library logs through it (uvicorn too: `ingest.http_app` leaves it no config of its own)."""
+    library logs through it (uvicorn too: `ingest.http.server` leaves it no config of its own)."""
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from crm_core.errors import NotFound
 from crm_core.models import ArchiveAddress, InboundItem, InboundStatus, User
-from crm_core.schemas import MyInboundOut
 from ingest import inbound
+from ingest.http.schemas.inbound import MyInboundOut
 from ingest.mailbox.addresses import decode_archive_address, hash_archive_token
 
 # What `?status=` may ask for; without it, all of them and the processed inputs with a notice.

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from urllib.parse import parse_qsl, urlparse
 
+from ingest.provider import ActiveSource, HookAccepted, HookAnswer, HookRequest
+
 TOLERANCE_SECONDS = 300
 
 
@@ -173,3 +175,43 @@ def check_stripe(signing_secret: str, header: str | None, body: bytes, now: date
     matches = [hmac.compare_digest(expected, c.encode()) for c in candidates]
     if not any(matches):
         raise BadSignature("no v1 of Stripe-Signature matches the body and the signing secret")
+
+
+class TimestampSigned:
+    """For a provider of ours (call log, widget, payment JSON): requests signed with
+    `X-Timestamp` and `X-Signature` by a secret we generate, answered 202 with the ids."""
+
+    secret_settings: tuple[str, ...] = ("secret",)
+    generated_secret: str | None = "secret"  # noqa: S105 (the setting's name)
+
+    def verify(self, source: ActiveSource, request: HookRequest, now: datetime) -> None:
+        check_timestamped(
+            source.secrets["secret"],
+            request.headers.get("x-timestamp"),
+            request.headers.get("x-signature"),
+            request.body,
+            now,
+        )
+
+    def answer(self, accepted: HookAccepted) -> HookAnswer:
+        return HookAnswer(202)
+
+
+class TwilioSigned:
+    """For Twilio's webhooks (Voice, Messaging): form bodies signed with the account's auth
+    token over the public URL (`X-Twilio-Signature`); the token is Twilio's, never ours."""
+
+    secret_settings: tuple[str, ...] = ("auth_token",)
+    generated_secret: str | None = None
+
+    def verify(self, source: ActiveSource, request: HookRequest, now: datetime) -> None:
+        check_twilio_form(
+            source.secrets["auth_token"],
+            str(source.settings["public_base_url"]).rstrip("/") + request.path_and_query,
+            request.body,
+            request.headers.get("x-twilio-signature"),
+            request.headers.get("x-twilio-webhooks-signature-settings"),
+        )
+
+    def answer(self, accepted: HookAccepted) -> HookAnswer:
+        return HookAnswer(202)

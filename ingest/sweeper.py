@@ -18,6 +18,7 @@ from crm_core import focus
 from crm_core.db import unit_of_work
 from crm_core.models import utcnow
 from ingest import inbound
+from ingest.retention import purge_batch
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def purge_expired(sessions: sessionmaker[Session], retention: timedelta, now: da
     """Retention: delete the raw bytes of inputs finished more than `retention` ago (in
     batches, until none is left); return how many."""
     total = 0
-    while purged := inbound.purge_expired(sessions, now - retention, now):
+    while purged := purge_batch(sessions, now - retention, now):
         total += purged
     return total
 

@@ -25,15 +25,12 @@ from sqlalchemy.engine import make_url
 from crm_core.db import Base, make_engine, upgrade_schema
 from crm_core.models import utcnow
 from ingest.embedded import EmbeddedRedis
-from ingest.http_app import create_app, make_http_server
+from ingest.http.app import create_app
+from ingest.http.server import make_http_server
 from ingest.mailbox.sender_auth import make_sender_verifier
-from ingest.mailbox.smtp_handler import (
-    ArchiveHandler,
-    DoorLimits,
-    load_tls_context,
-    make_archive_handler,
-    start_smtp_server,
-)
+from ingest.mailbox.smtp_handler import ArchiveHandler, make_archive_handler
+from ingest.mailbox.smtp_limits import DoorLimits
+from ingest.mailbox.smtp_server import load_tls_context, start_smtp_server
 from ingest.runtime import Runtime, build_runtime
 from ingest.settings import Settings
 from tests.dns_server import TestDns
@@ -192,7 +189,7 @@ def smtp_server(runtime: Runtime) -> Iterator[tuple[str, int]]:
     """Our SMTP listener on a free loopback port, wired to the runtime's store and broker."""
     verify = make_sender_verifier(runtime.settings, "archive.test")
     handler = make_archive_handler(
-        runtime.sessions,
+        runtime.commits,
         runtime.pipeline.enqueue,
         "archive.test",
         verify,

@@ -11,9 +11,9 @@ import threading
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from ingest.pipeline import AttemptBookkeeping, build_broker, declare_actors
 from ingest.runtime import build_runtime
 from ingest.settings import load_settings
-from worker import build_broker, declare_actors
 
 
 def die(_sessions: sessionmaker[Session], _inbound_id: int) -> None:
@@ -22,7 +22,11 @@ def die(_sessions: sessionmaker[Session], _inbound_id: int) -> None:
 
 def main() -> None:
     runtime = build_runtime(load_settings())
-    broker = build_broker(runtime.settings.broker_url, runtime.settings.broker_namespace)
+    broker = build_broker(
+        runtime.settings.broker_url,
+        runtime.settings.broker_namespace,
+        bookkeeping=AttemptBookkeeping(runtime.figures),
+    )
     pipeline = declare_actors(
         broker,
         runtime.sessions,

@@ -388,7 +388,7 @@ def test_concurrent_closes_count_an_activity_down_once(
     from concurrent.futures import ThreadPoolExecutor
 
     from crm_core import counters as counting
-    from crm_core import services
+    from crm_core import user_cases
     from crm_core.company import COUNTER_MODES
     from crm_core.db import read_only
 
@@ -417,7 +417,7 @@ def test_concurrent_closes_count_an_activity_down_once(
     with read_only(runtime.sessions) as session:
         for mode in COUNTER_MODES:
             fast = counting.read_counters(session, anna["id"], START, mode)
-            user = services.get_user(session, anna["id"])
+            user = user_cases.get_user(session, anna["id"])
             assert fast == counting.recount(session, user, mode, START)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from ingest import cli_help
-from ingest.cli import banner
+from ingest.cli.serve import banner
 from ingest.settings import Settings
 from tests.dns_server import TestDns
 from tests.helpers import (

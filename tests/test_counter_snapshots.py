@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from crm_core import activities, company, counters, services
+from crm_core import activities, card_cases, company, counters, user_cases
 from crm_core.activities import ActivityFields
 from crm_core.db import unit_of_work
 from crm_core.models import UserCounter
@@ -32,10 +32,10 @@ class Office:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         with unit_of_work(runtime.sessions) as session:
-            self.boss = services.create_user(session, "boss@example.com", "Boss").id
-            self.anna = services.create_user(session, "anna@example.com", "Anna").id
-            services.edit_user(session, self.anna, NOW, manager_id=self.boss)
-            self.card = services.create_card(
+            self.boss = user_cases.create_user(session, "boss@example.com", "Boss").id
+            self.anna = user_cases.create_user(session, "anna@example.com", "Anna").id
+            user_cases.edit_user(session, self.anna, NOW, manager_id=self.boss)
+            self.card = card_cases.create_card(
                 session,
                 title="Acme",
                 entity_type="deal",
@@ -58,7 +58,7 @@ class Office:
                 and row.snap_from <= now < row.snap_until
             )
             found = counters.read_counters(session, user_id, now, mode)
-            user = services.get_user(session, user_id)
+            user = user_cases.get_user(session, user_id)
             assert found == counters.recount(session, user, mode, now)
             return found, served
 
@@ -102,7 +102,7 @@ def test_a_snapshot_serves_reads_until_the_clock_can_change_a_count(office: Offi
 
 def test_local_midnight_ends_a_snapshot(office: Office) -> None:
     with unit_of_work(office.runtime.sessions) as session:
-        services.edit_user(session, office.anna, NOW, timezone="Asia/Tokyo")
+        user_cases.edit_user(session, office.anna, NOW, timezone="Asia/Tokyo")
     office.task(datetime(2026, 11, 22, 14, 0, tzinfo=UTC))  # 23:00 in Tokyo
     evening, _ = office.read(office.anna, datetime(2026, 11, 22, 14, 30, tzinfo=UTC))
     assert evening.today == 1
@@ -119,17 +119,17 @@ def test_every_kind_of_change_ends_the_snapshots_it_moves(office: Office) -> Non
 
     # A longer N for Anna: the task is in her window, and in her manager's employees' count
     with unit_of_work(office.runtime.sessions) as session:
-        services.edit_user(session, office.anna, NOW, planned_lead_minutes=90)
+        user_cases.edit_user(session, office.anna, NOW, planned_lead_minutes=90)
     assert office.read(office.anna, NOW)[0].planned == 1
     assert office.read(office.boss, NOW)[0].employees.planned == 1
 
     # Anna leaves her manager's team: the manager's snapshot goes too
     with unit_of_work(office.runtime.sessions) as session:
-        services.edit_user(session, office.anna, NOW, clear_manager=True)
+        user_cases.edit_user(session, office.anna, NOW, clear_manager=True)
     assert office.read(office.boss, NOW)[0].employees.planned == 0
     # ...and joins it again: the new manager's snapshot goes as well
     with unit_of_work(office.runtime.sessions) as session:
-        services.edit_user(session, office.anna, NOW, manager_id=office.boss)
+        user_cases.edit_user(session, office.anna, NOW, manager_id=office.boss)
     assert office.read(office.boss, NOW)[0].employees.planned == 1
 
     # Reassigned to the boss (activity mode), then the card handed to the boss (item mode)
@@ -142,12 +142,12 @@ def test_every_kind_of_change_ends_the_snapshots_it_moves(office: Office) -> Non
     assert office.read(office.boss, NOW)[0].planned == 0  # the boss's own N is 15
     assert office.read(office.anna, NOW, company.ITEM_RESPONSIBLE)[0].planned == 1
     with unit_of_work(office.runtime.sessions) as session:
-        services.edit_card(session, office.card, NOW, responsible_id=office.boss)
+        card_cases.edit_card(session, office.card, NOW, responsible_id=office.boss)
     assert office.read(office.anna, NOW, company.ITEM_RESPONSIBLE)[0].planned == 0
 
     # A snapshot of one mode never answers for the other
     with unit_of_work(office.runtime.sessions) as session:
-        services.edit_user(session, office.boss, NOW, planned_lead_minutes=90)
+        user_cases.edit_user(session, office.boss, NOW, planned_lead_minutes=90)
     assert office.read(office.boss, NOW, company.ITEM_RESPONSIBLE)[0].planned == 1
     assert office.read(office.boss, NOW, MODE)[0].planned == 1
 

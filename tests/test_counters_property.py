@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from crm_core import activities, counters, services
+from crm_core import activities, card_cases, counters, user_cases
 from crm_core.activities import ActivityFields
 from crm_core.company import COUNTER_MODES
 from crm_core.db import unit_of_work
@@ -61,11 +61,11 @@ def test_counters_equal_a_recount_after_every_step(
     now = START
     with unit_of_work(runtime.sessions) as session:
         users = [
-            services.create_user(session, f"u{n}@example.com", f"User {n}", ZONES[n]).id
+            user_cases.create_user(session, f"u{n}@example.com", f"User {n}", ZONES[n]).id
             for n in range(USERS)
         ]
         cards = [
-            services.create_card(
+            card_cases.create_card(
                 session,
                 title=f"card {n}",
                 entity_type="deal",
@@ -135,14 +135,14 @@ def _step(
     elif kind == "clock":
         return now + timedelta(minutes=args[0])
     elif kind == "hand_over":
-        services.edit_card(
+        card_cases.edit_card(
             session, cards[args[0] % CARDS], now, responsible_id=users[args[1] % USERS]
         )
     elif kind == "lead":
-        services.edit_user(session, users[args[0] % USERS], now, planned_lead_minutes=args[1])
+        user_cases.edit_user(session, users[args[0] % USERS], now, planned_lead_minutes=args[1])
     elif kind == "manager":
         user, manager = args
-        services.edit_user(
+        user_cases.edit_user(
             session,
             users[user % USERS],
             now,

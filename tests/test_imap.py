@@ -83,7 +83,7 @@ class PollerThread:
 
     def __init__(self, runtime: Runtime, mailbox_id: int, **options: Any) -> None:
         self.poller = Poller(
-            runtime.sessions,
+            runtime.commits,
             runtime.sealer,
             mailbox_id,
             runtime.pipeline.enqueue,
@@ -484,7 +484,7 @@ def test_the_mailboxes_api_and_the_service(
         append(imap, "INBOX", mail("Moved", {"To": address}))
     stop = threading.Event()
     service = ImapService(
-        runtime.sessions,
+        runtime.commits,
         runtime.sealer,
         runtime.pipeline.enqueue,
         "archive.test",

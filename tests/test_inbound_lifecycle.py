@@ -22,13 +22,13 @@ import httpx
 import pytest
 from sqlalchemy import text, update
 
-import worker as worker_module
-from crm_core import services
+from crm_core import email_cases
 from crm_core.db import unit_of_work
 from crm_core.models import InboundItem, utcnow
 from ingest import inbound, sweeper
 from ingest.mailbox import loop_guard
 from ingest.mailbox.processing import LoopLimit, process_email
+from ingest.pipeline import TimeLimitExceeded, declare_actors
 from ingest.runtime import Runtime
 from tests.helpers import (
     archive_address,
@@ -331,7 +331,7 @@ def test_retention_deletes_finished_raw_inputs_but_keeps_failed_held_and_legal_h
         )
         by_subject[subject] = listed["id"]
     [failed_id] = inbound.store(
-        runtime.sessions,
+        runtime.commits,
         [inbound.NewInput(channel="email", raw=b"poison", dedupe_key="poison", recipient="r")],
     )
     with unit_of_work(runtime.sessions) as session:
@@ -371,7 +371,7 @@ def test_retention_deletes_finished_raw_inputs_but_keeps_failed_held_and_legal_h
 
 def _waiting_item(runtime: Runtime, key: str) -> int:
     [item_id] = inbound.store(
-        runtime.sessions,
+        runtime.commits,
         [inbound.NewInput(channel="email", raw=b"x", dedupe_key=key, recipient="r")],
     )
     return item_id
@@ -468,17 +468,24 @@ def test_a_broker_failing_midway_keeps_what_it_took_and_leaves_the_rest_due(
     assert taken == [first, second]
 
 
-def test_an_attempt_past_its_time_limit_is_recorded_as_a_failure(runtime: Runtime) -> None:
+def test_an_attempt_past_its_time_limit_is_recorded_as_a_failure(
+    api: httpx.Client, runtime: Runtime
+) -> None:
     item_id = _waiting_item(runtime, "slow")
 
     def interrupted(_sessions: object, _item_id: int) -> None:
-        raise worker_module.TimeLimitExceeded("attempt took too long")
+        raise TimeLimitExceeded("attempt took too long")
 
-    run = worker_module._guarded(interrupted, runtime.sessions, 3, timedelta(0))
-    with pytest.raises(worker_module.TimeLimitExceeded):
-        run(item_id)
+    # One attempt allowed: recorded as failed, then parked (not retried).
+    slow = declare_actors(runtime.pipeline.broker, runtime.sessions, 1, {"slow": interrupted})
+    slow.enqueue("slow", item_id)
+    running = slow.start_worker(threads=1, poll_ms=100)
+    try:
+        wait_for(lambda: inbound_items(api, "failed"), timeout=30, what="the parked item")
+    finally:
+        running.stop()
     item = inbound.load(runtime.sessions, item_id)
-    assert item is not None and item.attempts == 1 and item.status == "received"
+    assert item is not None and item.attempts == 1 and item.status == "failed"
     assert item.error == "TimeLimitExceeded: attempt took too long"
 
 
@@ -501,7 +508,7 @@ def test_the_copy_count_matches_by_message_id_or_content_and_stops_at_the_limit(
         ("r", "m", "c", "received", 0),
     ]
     ids = inbound.store(
-        runtime.sessions,
+        runtime.commits,
         [
             inbound.NewInput(channel="email", raw=b"x", dedupe_key=f"loop-{n}", recipient=row[0])
             for n, row in enumerate(rows)
@@ -533,10 +540,10 @@ def test_the_copy_count_matches_by_message_id_or_content_and_stops_at_the_limit(
         assert inbound.recent_copies(session, new, since, 20) == 0
 
 
-def _record(**changes: Any) -> services.EmailRecord:
-    mail = services.EmailRecord(
+def _record(**changes: Any) -> email_cases.EmailRecord:
+    mail = email_cases.EmailRecord(
         logged_by="anna@example.com",
-        sender=services.Party("John Doe", "john.doe@acme.com"),
+        sender=email_cases.Party("John Doe", "john.doe@acme.com"),
         occurred_at=datetime(2025, 3, 3, 10, 0, tzinfo=UTC),
         subject="Order 12",
         text="Thanks, received.\n\nJohn",
@@ -568,9 +575,9 @@ def test_content_digest_is_the_same_for_a_round_of_a_ping_pong() -> None:
     [
         {"text": "Thanks, received. John (2)"},
         {"subject": "Order 13"},
-        {"sender": services.Party("John Doe", "john@globex.corp")},
+        {"sender": email_cases.Party("John Doe", "john@globex.corp")},
         {"note": "Please archive"},
-        {"attachments": [services.FileIn("a.pdf", "application/pdf", b"%PDF-1")]},
+        {"attachments": [email_cases.FileIn("a.pdf", "application/pdf", b"%PDF-1")]},
     ],
     ids=["text", "subject", "sender", "note", "attachment"],
 )

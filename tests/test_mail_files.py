@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from crm_core.models import Blob
 from ingest.mailbox.processing import AttachmentLimits, process_email
 from ingest.mailbox.smtp_handler import make_archive_handler
+from ingest.pipeline import declare_actors
 from ingest.runtime import Runtime
 from tests.conftest import serve_smtp
 from tests.helpers import (
@@ -31,7 +32,6 @@ from tests.helpers import (
     send,
     wait_for,
 )
-from worker import declare_actors
 
 PDF = b"%PDF-1.4\n" + os.urandom(3000)
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(500)
@@ -99,7 +99,7 @@ def test_files_over_the_caps_are_skipped_with_the_reason(
         runtime.pipeline.broker, runtime.sessions, 3, processors={"email_capped": small}
     )
     handler = make_archive_handler(
-        runtime.sessions,
+        runtime.commits,
         lambda _c, item_id: pipeline.enqueue("email_capped", item_id),
         "archive.test",
     )

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crm_core import services
+from crm_core import card_cases, user_cases
 from crm_core.db import unit_of_work
 from crm_core.models import utcnow
 from ingest import inbound
@@ -87,8 +87,8 @@ def archive(runtime: Runtime) -> str:
         if parsed.sender:
             senders.add(parsed.sender[1].lower())
     with unit_of_work(runtime.sessions) as session:
-        users = [services.create_user(session, address, address) for address in sorted(senders)]
-        card = services.create_card(
+        users = [user_cases.create_user(session, address, address) for address in sorted(senders)]
+        card = card_cases.create_card(
             session,
             title="Fuzz",
             entity_type="deal",
@@ -99,7 +99,7 @@ def archive(runtime: Runtime) -> str:
             default_region="FR",
         )
         token = new_archive_token()
-        services.issue_archive_address(
+        card_cases.issue_archive_address(
             session, card.id, hash_archive_token(token), timedelta(0), utcnow()
         )
     return encode_archive_address(token, "archive.test")
@@ -120,7 +120,7 @@ def test_mutated_messages_end_processed_or_rejected(
 ) -> None:
     raw = _mutate(SEEDS[seed], steps)
     [item_id] = inbound.store(
-        runtime.sessions,
+        runtime.commits,
         [
             inbound.NewInput(
                 channel="email",

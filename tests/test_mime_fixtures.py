@@ -123,7 +123,7 @@ def test_outlook_msg_is_rejected_as_not_a_mail(
     address = archive_address(api, card["id"])
     raw = (MIME / "mail_outlook_1.msg").read_bytes()
     [item_id] = inbound.store(
-        runtime.sessions,
+        runtime.commits,
         [inbound.NewInput(channel="email", raw=raw, dedupe_key="msg-1", recipient=address)],
     )
     runtime.pipeline.enqueue("email", item_id)

@@ -23,6 +23,7 @@ from crm_core.db import unit_of_work
 from crm_core.models import InboundItem, InboundStatus, utcnow
 from ingest import inbound
 from ingest.my_inbound import reason_text
+from ingest.retention import purge_batch
 from ingest.runtime import Runtime
 from tests.conftest import API_TOKEN, FakeClock
 from tests.helpers import (
@@ -262,9 +263,7 @@ def test_the_status_filter_and_the_limit(world: World) -> None:
 def test_after_retention_the_reason_stays_and_the_subject_goes(
     world: World, runtime: Runtime
 ) -> None:
-    purged = inbound.purge_expired(
-        runtime.sessions, utcnow() + timedelta(days=1), utcnow(), limit=1000
-    )
+    purged = purge_batch(runtime.sessions, utcnow() + timedelta(days=1), utcnow(), limit=1000)
     assert purged > 0
     by = {item["id"]: item for item in mine(world.anna)}
     gone = by[world.ids["anna_not_allowed"]]

@@ -21,8 +21,9 @@ import pytest
 
 from crm_core.db import unit_of_work
 from crm_core.models import InboundStatus
-from ingest import inbound, logs
+from ingest import inbound, inbound_admin, logs
 from ingest.mailbox import mailboxes
+from ingest.pipeline import declare_actors
 from ingest.runtime import Runtime
 from tests.conftest import FakeClock
 from tests.helpers import (
@@ -38,7 +39,6 @@ from tests.helpers import (
 from tests.test_calllog import call, card_with_phone, post_signed, source
 from tests.test_cli import free_port
 from tests.test_scale_out import listening, processes
-from worker import declare_actors
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_a_failing_processors_lines_and_the_libraries_carry_the_id(
         runtime.pipeline.broker, runtime.sessions, 3, processors={"broken": failing}
     )
     [item_id] = inbound.store(
-        runtime.sessions,
+        runtime.commits,
         [inbound.NewInput(channel="broken", raw=b"x", dedupe_key="obs-1", recipient="r")],
     )
     broken.enqueue("broken", item_id)
@@ -191,7 +191,7 @@ def test_metrics_count_what_the_doors_and_the_worker_did(
         assert post_signed(api, hook, batch, clock).status_code == 202
     # and a message an IMAP mailbox held for no card (stored as rejected by the door)
     lost = b"Subject: lost\r\n\r\nno archive address\r\n"
-    mailboxes.take(runtime.sessions, 1, 1, 1, lost, "archive.test")
+    mailboxes.take(runtime.commits, 1, 1, 1, lost, "archive.test")
 
     # Then three inputs wait, and the doors counted what they stored
     waiting = read_metrics(api)
@@ -261,7 +261,7 @@ def _delta(before: dict[str, Any], after: dict[str, Any]) -> Any:
 
 
 def _finished(runtime: Runtime) -> int:
-    items = inbound.list_items(runtime.sessions, None, 100)
+    items = inbound_admin.list_items(runtime.sessions, None, 100)
     return sum(1 for item in items if item.status != InboundStatus.RECEIVED.value)
 
 
@@ -281,7 +281,7 @@ def test_an_attempt_rolled_back_after_finishing_counts_nothing(
     )
     before = read_metrics(api)
     [item_id] = inbound.store(
-        runtime.sessions,
+        runtime.commits,
         [inbound.NewInput(channel="late", raw=b"x", dedupe_key="obs-2", recipient="r")],
     )
     pipeline.enqueue("late", item_id)

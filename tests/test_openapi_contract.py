@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from crm_core.schemas import ErrorOut
+from ingest.http.schemas.errors import ErrorOut
 from tests.conftest import API_TOKEN
 from tests.helpers import create_card, create_user
 

@@ -20,6 +20,7 @@ from crm_core.db import read_only
 from crm_core.models import Activity, User, utcnow
 from ingest import inbound, sweeper
 from ingest.mailbox.smtp_handler import make_archive_handler
+from ingest.pipeline import build_broker, declare_actors
 from ingest.runtime import Runtime
 from tests.conftest import serve_smtp
 from tests.helpers import (
@@ -37,7 +38,6 @@ from tests.helpers import (
 from tests.helpers import (
     counters as read_counters,
 )
-from worker import build_broker, declare_actors
 
 
 def test_mail_lands_on_its_card_with_unread_counter_and_focus(
@@ -178,9 +178,10 @@ def test_accepted_while_the_broker_is_down_then_swept(
     card = create_card(api, anna["id"])
     address = archive_address(api, card["id"])
     # Given a front door whose broker refuses connections (nothing listens on port 9)
-    dead = declare_actors(build_broker("redis://127.0.0.1:9/0"), runtime.sessions, 3)
+    broker = build_broker("redis://127.0.0.1:9/0")
+    dead = declare_actors(broker, runtime.sessions, 3, {"email": lambda _s, _i: None})
     server = serve_smtp(
-        runtime, make_archive_handler(runtime.sessions, dead.enqueue, "archive.test")
+        runtime, make_archive_handler(runtime.commits, dead.enqueue, "archive.test")
     )
     # When a mail arrives, Then it is still accepted: it is stored, which is what counts
     send(next(server), make_mail("anna@example.com", address), address, "anna@example.com")
@@ -212,7 +213,7 @@ def test_an_error_of_ours_is_retried_then_parked_as_failed(
         runtime.pipeline.broker, runtime.sessions, 3, processors={"broken": always_failing}
     )
     [item_id] = inbound.store(
-        runtime.sessions,
+        runtime.commits,
         [inbound.NewInput(channel="broken", raw=b"x", dedupe_key="k1", recipient="r")],
     )
     broken.enqueue("broken", item_id)

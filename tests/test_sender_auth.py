@@ -55,7 +55,7 @@ def door(
     )
     verify = make_sender_verifier(settings, OUR_ID)
     assert verify is not None
-    handler = make_archive_handler(runtime.sessions, runtime.pipeline.enqueue, OUR_ID, verify)
+    handler = make_archive_handler(runtime.commits, runtime.pipeline.enqueue, OUR_ID, verify)
     return serve_smtp(runtime, handler)
 
 
@@ -294,7 +294,7 @@ def test_a_folded_first_line_cannot_extend_our_header(
 def test_forged_results_for_our_id_are_dropped_also_when_nothing_checks(
     runtime: Runtime, address: str
 ) -> None:
-    handler = make_archive_handler(runtime.sessions, runtime.pipeline.enqueue, OUR_ID)
+    handler = make_archive_handler(runtime.commits, runtime.pipeline.enqueue, OUR_ID)
     server = serve_smtp(runtime, handler)
     smtp = next(server)
     forged = f"Authentication-Results: {OUR_ID}; dmarc=pass header.from=bank.test\r\n"
@@ -326,7 +326,7 @@ def test_a_failing_check_loses_no_mail(runtime: Runtime, address: str) -> None:
     def broken(arrival: Arrival) -> Verdict:
         raise RuntimeError("bug")
 
-    handler = make_archive_handler(runtime.sessions, runtime.pipeline.enqueue, OUR_ID, broken)
+    handler = make_archive_handler(runtime.commits, runtime.pipeline.enqueue, OUR_ID, broken)
     server = serve_smtp(runtime, handler)
     smtp = next(server)
     try:

@@ -153,10 +153,11 @@ def test_database_down_at_rcpt_answers_451(
         update={"database_url": "postgresql+psycopg://nobody@127.0.0.1:9/none"}
     )
     from crm_core.db import make_engine, make_session_factory
+    from ingest.group_commit import GroupCommit
 
     engine = make_engine(dead.effective_database_url(), 1.0)
     handler = make_archive_handler(
-        make_session_factory(engine), runtime.pipeline.enqueue, "archive.test"
+        GroupCommit(make_session_factory(engine)), runtime.pipeline.enqueue, "archive.test"
     )
     server = serve_smtp(runtime, handler)
     host_port = next(server)

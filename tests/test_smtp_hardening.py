@@ -19,20 +19,14 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from crm_core import services
+from crm_core import card_cases
 from crm_core.db import read_only
 from crm_core.models import InboundItem, utcnow
 from ingest import inbound
 from ingest.inbound import NewInput
-from ingest.mailbox.smtp_handler import (
-    ArchiveHandler,
-    Clock,
-    DoorLimits,
-    HarvestGuard,
-    client_key,
-    load_tls_context,
-    make_archive_handler,
-)
+from ingest.mailbox.smtp_handler import ArchiveHandler, make_archive_handler
+from ingest.mailbox.smtp_limits import Clock, DoorLimits, HarvestGuard, client_key
+from ingest.mailbox.smtp_server import load_tls_context
 from ingest.runtime import Runtime
 from ingest.settings import SettingsError
 from tests.conftest import serve_smtp
@@ -58,7 +52,7 @@ def door(
         setattr(runtime.settings, name, value)
     limits = DoorLimits.from_settings(runtime.settings)
     handler = make_archive_handler(
-        runtime.sessions, runtime.pipeline.enqueue, "archive.test", limits=limits, clock=clock
+        runtime.commits, runtime.pipeline.enqueue, "archive.test", limits=limits, clock=clock
     )
     server = serve_smtp(runtime, handler)
     try:
@@ -411,10 +405,10 @@ def test_unknown_address_guessing_is_braked_per_client(runtime: Runtime, address
     def is_live_token(token_hash: str) -> bool:
         lookups.append(token_hash)
         with read_only(runtime.sessions) as session:
-            return services.card_for_archive_token(session, token_hash, utcnow()) is not None
+            return card_cases.card_for_archive_token(session, token_hash, utcnow()) is not None
 
     def store(inputs: list[NewInput]) -> Future[list[int]]:
-        return inbound.submit(runtime.sessions, inputs)
+        return inbound.submit(runtime.commits, inputs)
 
     handler = ArchiveHandler(
         is_live_token,

@@ -23,11 +23,12 @@ from crm_core import accounts
 from crm_core.changes import change_marker
 from crm_core.db import read_only, unit_of_work
 from crm_core.models import InboundItem, utcnow
-from ingest.http_app import create_app, make_http_server
+from ingest.http.app import create_app
+from ingest.http.cookies import COOKIE, SessionCookie
+from ingest.http.server import make_http_server
 from ingest.runtime import Runtime
 from ingest.web import events
 from ingest.web.events import ChangeFeed
-from ingest.web.routes import COOKIE, SessionCookie
 from tests.conftest import API_TOKEN, LoopThread
 from tests.helpers import (
     archive_address,

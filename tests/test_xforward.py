@@ -11,8 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from crm_core.models import InboundItem
-from ingest.mailbox.sender_auth import received_client
-from ingest.mailbox.smtp_handler import forwarded_ip, parse_xforward, xtext_decode
+from ingest.mailbox.smtp_origin import forwarded_ip, parse_xforward, received_client, xtext_decode
 from ingest.runtime import Runtime
 from ingest.settings import SettingsError, load_settings
 from tests.helpers import archive_address, create_card, create_user, make_mail, wait_for

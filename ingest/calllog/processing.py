@@ -1,50 +1,34 @@
-"""Call processing step: inbound id -> `crm_core.calls.Call` -> `calls.record_call`.
+"""The call channel: a provider's `Call` -> `crm_core.calls.record_call` on its card.
 
-Runs in a worker through `ingest.placement` (one transaction: claim, record, finish). A
-call whose number has no open card is kept as `unmatched` (its contact is made) until
-someone attaches it.
+Run by `ingest.processing` (one transaction: claim, place, finish). A call whose number has
+no open card is kept as `unmatched` (its contact is made) until someone attaches it.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from crm_core import calls
 from crm_core.models import InboundItem
-from ingest import placement, sources
-from ingest.calllog import payloads
-from ingest.errors import RejectedInput
+from ingest.provider import Medium, Outcome
+from ingest.webhook_channel import WebhookChannel
 
-
-def process_call(sessions: sessionmaker[Session], inbound_id: int, default_region: str) -> None:
-    placement.process(
-        sessions,
-        inbound_id,
-        lambda session, item, now, card_id: place_call(session, item, now, card_id, default_region),
-    )
+CALL = Medium("call", "Call", "call", "calls", "Calls")
 
 
 def place_call(
-    session: Session, item: InboundItem, now: datetime, card_id: int | None, default_region: str
-) -> placement.Outcome:
-    call = stored_call(session, item, default_region)
+    session: Session, item: InboundItem, call: calls.Call, now: datetime, card_id: int | None
+) -> Outcome:
     placed = calls.record_call(session, call, item.id, now, card_id=card_id)
     if placed.card_id is None:
-        return placement.Outcome(
+        return Outcome(
             None,
             unmatched=f"no open card for this number (contact {placed.contact_id}): "
             "attach it to one",
         )
-    return placement.Outcome(placed.card_id)
+    return Outcome(placed.card_id)
 
 
-def stored_call(session: Session, item: InboundItem, default_region: str) -> calls.Call:
-    source, region = sources.of_item(session, item, default_region)
-    if source.kind == "calllog":
-        return payloads.calllog_call(source.id, item.raw, region)
-    call = payloads.twilio_call(source.id, item.raw, source.settings, region, item.received_at)
-    if call is None:
-        raise RejectedInput("a progress report, not a call")
-    return call
+CHANNEL = WebhookChannel(name="call", hook="calllog", place_input=place_call)

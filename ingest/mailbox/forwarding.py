@@ -1,8 +1,5 @@
-"""Forward detection: which part of a mail is the customer's original message.
-
-Reads the body the way a person does, by the shape of the forwarded header block, in any
-language: 2 to 8 "label: value" fields (one per line, or run together on one line), where
-one field holds an address (the sender) and another reads as a date. Known labels
+"""Forward detection, in processing: which part of a mail is the customer's original. Read by
+the shape of the forwarded header block (`header_block`), in any language; known labels
 (`forward_hints`) only rank fields and name the date's language. Text above is the note.
 """
 
@@ -10,24 +7,32 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from email.utils import getaddresses
+from itertools import islice
 
 from ingest.mailbox.dates import looks_like_date, parse_date
 from ingest.mailbox.forward_hints import (
-    FORWARD_PHRASES,
     FORWARD_PREFIXES,
-    LABEL_FIELD,
     LABEL_LANGUAGES,
     REPLY_IN_LANGUAGES,
     REPLY_PREFIXES,
 )
+from ingest.mailbox.header_block import (
+    EMAIL,
+    MAX_FIELDS,
+    Field,
+    LinesFrom,
+    normalise,
+    read_field,
+    separator_rest,
+    split_block,
+    unquote,
+)
 from ingest.mailbox.html_text import html_to_text
+from ingest.mailbox.original_parts import Address, body_text, name_at_end, parse_addresses
 
-Address = tuple[str, str]
-
-MAX_FIELDS = 8
 MAX_DATE_TRIES = 12  # date fields read per mail (see _Dates)
 
 
@@ -105,65 +110,6 @@ def _norm(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-# --- lines -------------------------------------------------------------------------------
-
-# Invisible format characters clients put before markers (BOM, zero-width, bidi marks).
-_INVISIBLE = re.compile("[\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
-_FIELD = re.compile(
-    r"^\s*[*_]*(?P<label>[^\W\d_][^:：<>@\[\]\t\"\d]{0,31}?)[*_]*\s*[:：][*_]*(?P<value>.*)$"
-)
-# A separator line: words between dashes ("-------- Videresendt melding --------"), a rule
-# ("________"), or a known phrase; anything after it on the line is the header block.
-_DASHED = re.compile(r"^\s*[-_=–—]{2,}(?P<words>[^-_=–—]{0,80}?)[-_=–—]{2,}\s*(?P<rest>.*)$")
-_PHRASE = re.compile(
-    r"^[\s*_\-–—=]*(?:" + "|".join(re.escape(p) for p in FORWARD_PHRASES) + r")[\s:*_\-–—=]*",
-    re.IGNORECASE,
-)
-_EMAIL = re.compile(r"[\w.+\-'=/!#$%&*?^`{|}~]+@[\w\-]+(?:\.[\w\-]+)+")
-
-
-def _normalise(text: str) -> str:
-    return _INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-
-
-def _unquote(line: str) -> str:
-    return re.sub(r"^\s*(?:>\s?)+", "", line)
-
-
-@dataclass
-class _Field:
-    label: str
-    value: str
-
-    @property
-    def hint(self) -> str | None:
-        return LABEL_FIELD.get(self.label.lower())
-
-
-def _field(line: str) -> _Field | None:
-    """A "label: value" line; a label is one to four words, not a URL or a prefix."""
-    match = _FIELD.match(line)
-    if not match:
-        return None
-    label = " ".join(match.group("label").split()).strip("*_ ")
-    words = label.split()
-    if not words or len(words) > 4 or label.lower() in ("http", "https", "mailto"):
-        return None
-    value = match.group("value").strip().strip("*_").strip()
-    return _Field(label, value)
-
-
-def _separator(line: str) -> str | None:
-    """The rest of a separator line (may be ""), or None if it is not one."""
-    dashed = _DASHED.match(line)
-    if dashed:
-        return dashed.group("rest")
-    phrase = _PHRASE.match(line)
-    if phrase and len(line.strip()) < 80:
-        return line[phrase.end() :]
-    return None
-
-
 # --- finding the forward -----------------------------------------------------------------
 
 
@@ -181,9 +127,9 @@ def find_original(
     if _is_reply_subject(subject):
         return None
     dates = _Dates(timezone)
-    found = _scan(_normalise(text).split("\n"), subject, dates)
+    found = _scan(normalise(text).split("\n"), subject, dates)
     if found is None and html and is_forward_subject(subject):
-        found = _scan(_normalise(html_to_text(html)).split("\n"), subject, dates)
+        found = _scan(normalise(html_to_text(html)).split("\n"), subject, dates)
     word = _prefix_word(subject)
     replies_in = REPLY_IN_LANGUAGES.get(word or "", frozenset())
     if found is not None and found.languages and found.languages[0] in replies_in:
@@ -210,7 +156,7 @@ class _Dates:
 def _scan(lines: list[str], subject: str, dates: _Dates) -> Original | None:
     forms = _subject_forms(subject)
     for quoted in (False, True):
-        view = [_unquote(line) for line in lines] if quoted else lines
+        view = [unquote(line) for line in lines] if quoted else lines
         for index, line in enumerate(lines):
             if line.lstrip().startswith(">") != quoted:
                 continue
@@ -225,18 +171,16 @@ def _forward_at(
 ) -> Original | None:
     """The forward that starts at line `index`, if one does."""
     line = lines[index]
-    rest = _separator(line)
+    rest = separator_rest(line)
     if rest is not None:
-        after = lines[index + 1 :]
-        if rest.strip():
-            after = [rest, *after]
+        after = LinesFrom(lines, index + 1, rest if rest.strip() else None)
         while after and not after[0].strip():
-            after = after[1:]
+            after = after.after(1)
         found = _block(after, subject, forms, dates, marker=True)
-        return _with_note(found, lines[:index])
-    if _field(line) is not None:
+        return None if found is None else _with_note(found, lines[:index])
+    if read_field(line) is not None:
         marker = _marker_above(lines, index)
-        found = _block(lines[index:], subject, forms, dates, marker)
+        found = _block(LinesFrom(lines, index), subject, forms, dates, marker)
         if found is not None:
             before = lines[:index]
             if marker:
@@ -245,7 +189,7 @@ def _forward_at(
                 before = before[:-1]  # "Begin forwarded message:" in any language
             return _with_note(found, before)
     quoted = _quote_header(lines, index, subject, dates)
-    return _with_note(quoted, lines[:index])
+    return None if quoted is None else _with_note(quoted, lines[:index])
 
 
 def _marker_above(lines: list[str], index: int) -> bool:
@@ -256,148 +200,28 @@ def _marker_above(lines: list[str], index: int) -> bool:
     if above < 0 or not lines[above].strip():
         return False
     text = lines[above].strip()
-    return (text.endswith((":", "：")) and len(text) <= 60 and _field(text) is None) or (
-        _separator(text) is not None
+    return (text.endswith((":", "：")) and len(text) <= 60 and read_field(text) is None) or (
+        separator_rest(text) is not None
     )
 
 
-# --- the header block --------------------------------------------------------------------
+# --- the header block ------------------------------------------------------------------
 
 
 def _block(
-    lines: list[str], subject: str, forms: set[str], dates: _Dates, marker: bool
+    lines: LinesFrom, subject: str, forms: set[str], dates: _Dates, marker: bool
 ) -> Original | None:
     """Read the header block at the top of `lines` and the body under it."""
-    if not lines:
+    found = split_block(lines, forms)
+    if found is None:
         return None
-    first = _field(lines[0])
-    if first is None:
-        return None
-    if len(_inline_labels(lines[0])) >= 2:  # Yahoo: the whole block on one line
-        fields, body_start = _one_line(lines[0], forms)
-        body = [body_start, *lines[1:]] if body_start.strip() else lines[1:]
-    else:
-        fields, end = _fields(lines)
-        body = lines[end:]
+    fields, body = found
     return _classify(fields, body, forms, dates, marker, is_forward_subject(subject))
 
 
-def _fields(lines: list[str]) -> tuple[list[_Field], int]:
-    fields: list[_Field] = []
-    index = 0
-    while index < len(lines) and len(fields) < MAX_FIELDS:
-        line = lines[index]
-        if not line.strip():
-            ahead = index + 1
-            while ahead < len(lines) and ahead <= index + 2 and not lines[ahead].strip():
-                ahead += 1
-            if not _complete(fields) and ahead < len(lines) and _field(lines[ahead]):
-                index = ahead  # a blank line inside a block not yet complete (HTML spacing)
-                continue
-            break
-        found = _field(line)
-        if found is None:
-            if fields and "@" in fields[-1].value and _EMAIL.search(line) and len(line) < 200:
-                fields[-1].value += " " + line.strip()  # a recipient list wrapped
-                index += 1
-                continue
-            break
-        if _body_line_under_subject(fields, found, lines[index + 1 : index + 2]):
-            break
-        fields.append(found)
-        index += 1
-    return fields, index
-
-
-def _body_line_under_subject(fields: list[_Field], found: _Field, after: list[str]) -> bool:
-    """The body's first line ("Note: …") right under a block that ends with its subject
-    (Outlook), and not a further header field: no known label, address or date, and no
-    field line after it."""
-    if not fields or fields[-1].hint != "subject" or found.hint is not None:
-        return False
-    if _EMAIL.search(found.value) or looks_like_date(found.value):
-        return False
-    return not (after and _field(after[0]) is not None)
-
-
-def _complete(fields: list[_Field]) -> bool:
-    return any(_EMAIL.search(f.value) for f in fields) and any(
-        looks_like_date(f.value) for f in fields
-    )
-
-
-# One word and a colon inside a line, after a space, ">", a quote or a digit ("UTC+1Objet :").
-_INLINE = re.compile(r"(?:^|(?<=[\s>\"'»)\]\d;,]))(?P<label>[^\W\d_]+)\s?[:：](?=\s|$)")
-# A label glued to the end of the previous value ("…09:26:50 CETSubiect:"): its capital.
-_GLUED = re.compile(r"(?<=[^\W\d_])(?=[^\W\d_a-z][^\W\d_A-Z]+$)")
-
-
-@dataclass(frozen=True)
-class _Cut:
-    start: int  # where the label starts
-    end: int  # where its value starts (after the colon)
-    label: str
-
-
-def _inline_labels(line: str) -> list[_Cut]:
-    """Labels run together on one line after the first field: capitalised (or in a script
-    without case), or known; never a subject prefix ("Re:")."""
-    first = _FIELD.match(line)
-    found = []
-    for match in _INLINE.finditer(line):
-        start, label = match.start(), match.group("label")
-        if first is not None and start < first.start("value"):
-            continue
-        glued = [m.start() for m in _GLUED.finditer(label)]
-        if glued and label.lower() not in LABEL_FIELD:
-            start, label = start + glued[-1], label[glued[-1] :]
-        lower = label.lower()
-        if lower in FORWARD_PREFIXES or lower in REPLY_PREFIXES:
-            continue
-        if lower in LABEL_FIELD or not label[0].islower():
-            found.append(_Cut(start, match.end(), label))
-    return found
-
-
-def _one_line(line: str, forms: set[str]) -> tuple[list[_Field], str]:
-    """Split a one-line block into fields; the outer subject, found in it, is its own field
-    even when its label has no colon. Returns the fields and any text after the subject."""
-    first = _FIELD.match(line)
-    assert first is not None
-    span = _subject_span(line, forms)
-    cuts = [_Cut(0, first.start("value"), first.group("label").strip(" *_"))]
-    cuts += [c for c in _inline_labels(line) if span is None or not span[0] <= c.start < span[1]]
-    fields: list[_Field] = []
-    after = ""
-    for number, cut in enumerate(cuts):
-        last = number + 1 == len(cuts)
-        end = len(line) if last else cuts[number + 1].start
-        label, value = cut.label, line[cut.end : end]
-        if span is None or not cut.end <= span[0] < end:
-            fields.append(_Field(label, value.strip().strip(";,")))
-            continue
-        head, subject_value = line[cut.end : span[0]], line[span[0] : span[1]]
-        if head.strip():  # "… 09:31 Assunto Integer…": the subject's label has no colon
-            words = head.rstrip().rsplit(None, 1)
-            fields.append(_Field(label, words[0].strip() if len(words) > 1 else ""))
-            label = words[-1]
-        fields.append(_Field(label, subject_value.strip()))
-        after = line[span[1] :] if last else ""
-    return fields, after
-
-
-def _subject_span(line: str, forms: set[str]) -> tuple[int, int] | None:
-    folded = line.casefold()
-    for form in sorted(forms, key=len, reverse=True):
-        at = folded.rfind(form)
-        if at > 0 and len(form) >= 3:
-            return at, at + len(form)
-    return None
-
-
 def _classify(
-    fields: list[_Field],
-    body: list[str],
+    fields: list[Field],
+    body: Sequence[str],
     forms: set[str],
     dates: _Dates,
     marker: bool,
@@ -408,7 +232,7 @@ def _classify(
     if not 2 <= len(fields) <= MAX_FIELDS:
         return None
     hints = [f.hint for f in fields]
-    addressed = [k for k, f in enumerate(fields) if _EMAIL.search(f.value)]
+    addressed = [k for k, f in enumerate(fields) if EMAIL.search(f.value)]
     sender_at = next((k for k in addressed if hints[k] == "from"), None)
     if sender_at is None:
         if "from" in hints:
@@ -453,7 +277,7 @@ def _classify(
                 if k not in (sender_at, date_at)
                 and hints[k] is None
                 and f.value
-                and not _EMAIL.search(f.value)
+                and not EMAIL.search(f.value)
             ),
             None,
         )
@@ -468,24 +292,24 @@ def _classify(
         to = [rest.pop(0)]
     if not cc and rest:
         cc = [rest.pop(0)]
-    senders = _addresses(fields[sender_at].value)
+    senders = parse_addresses(fields[sender_at].value)
     if not senders:
         return None
     date_text = fields[date_at].value if date_at is not None else _date_text(fields, hints)
     return Original(
         sender=senders[0],
         subject=fields[subject_at].value if subject_at is not None else "",
-        text=_body_text(body),
+        text=body_text(body),
         note="",
         date=date,
         date_text=date_text,
-        to=[a for k in to for a in _addresses(fields[k].value)],
-        cc=[a for k in cc for a in _addresses(fields[k].value)],
+        to=[a for k in to for a in parse_addresses(fields[k].value)],
+        cc=[a for k in cc for a in parse_addresses(fields[k].value)],
         languages=languages,
     )
 
 
-def _date_text(fields: list[_Field], hints: list[str | None]) -> str:
+def _date_text(fields: list[Field], hints: list[str | None]) -> str:
     return next((fields[k].value for k, h in enumerate(hints) if h == "date"), "")
 
 
@@ -500,17 +324,17 @@ def _quote_header(lines: list[str], index: int, subject: str, dates: _Dates) -> 
     stripped = line.strip()
     if line[:1] in (" ", "\t", ">") or not stripped.endswith((":", "：")) or len(line) > 250:
         return None
-    addresses = _EMAIL.findall(stripped)
+    addresses = EMAIL.findall(stripped)
     if len(addresses) != 1 or not is_forward_subject(subject):
         return None
-    body = [b for b in lines[index + 1 :] if b.strip()]
-    if not body or not all(b.startswith(("  ", "\t")) for b in body[:3]):
+    body = list(islice((b for b in LinesFrom(lines, index + 1) if b.strip()), 3))
+    if not body or not all(b.startswith(("  ", "\t")) for b in body):
         return None
     at = stripped.find(addresses[0])
     before = stripped[:at].rstrip(" <([").rstrip()
     before = re.sub(r"\[?mailto:?$", "", before).rstrip()
     after = stripped[at + len(addresses[0]) :].lstrip(" >)]").rstrip(":： ")
-    name, date_part = _name_at_end(before)
+    name, date_part = name_at_end(before)
     # The date comes before the sender ("Le 27/10/2021, « John » <…> a écrit") or after it
     # ('"John" <…> kirjoitti 27.10.2021 klo 9.31', '"陳大文" <…> 於 2021/10/27 上午9:31 寫道').
     date = _date_in(date_part, dates)
@@ -521,28 +345,11 @@ def _quote_header(lines: list[str], index: int, subject: str, dates: _Dates) -> 
     return Original(
         sender=(name, addresses[0]),
         subject=strip_subject_prefixes(subject),
-        text=_body_text(lines[index + 1 :]),
+        text=body_text(lines[index + 1 :]),
         note="",
         date=date,
         date_text=date_part,
     )
-
-
-def _name_at_end(text: str) -> tuple[str, str]:
-    """("John Doe", what comes before it) from '… "John Doe"', '… « John Doe »', '… John Doe'."""
-    quoted = re.search(r"[\"“«]\s*([^\"”»]+?)\s*[\"”»]\s*,?$", text)
-    if quoted:
-        return quoted.group(1).strip(), text[: quoted.start()].rstrip(" ,")
-    words = text.split()
-    name: list[str] = []
-    while words and len(name) < 4:
-        word = words[-1].strip(",")
-        if not word or any(c.isdigit() for c in word) or word[0].islower() or "," in words[-1]:
-            break
-        if word.isascii() and word.isupper() and len(word) <= 3:  # AM, PM, CET
-            break
-        name.insert(0, words.pop())
-    return " ".join(name).strip(","), " ".join(words).rstrip(" ,")
 
 
 def _date_in(text: str, dates: _Dates) -> datetime | None:
@@ -565,52 +372,7 @@ def _date_in(text: str, dates: _Dates) -> datetime | None:
     return None
 
 
-# --- the body, the note, addresses --------------------------------------------------------
-
-
-def _with_note(found: Original | None, before: list[str]) -> Original | None:
-    if found is None:
-        return None
+def _with_note(found: Original, before: list[str]) -> Original:
     while before and re.fullmatch(r"[\s_\-–—=*>]*", before[-1]):
         before = before[:-1]  # Outlook's "________" rule belongs to the forward, not the note
     return replace(found, note="\n".join(before).strip())
-
-
-def _body_text(lines: list[str]) -> str:
-    """The original's body: quoting and the indentation of quoted replies removed."""
-    while lines and not lines[0].strip():
-        lines = lines[1:]
-    content = [line for line in lines if line.strip()]
-    if content and all(line.lstrip().startswith(">") for line in content):
-        lines = [_unquote(line) for line in lines]
-    else:
-        lines = [re.sub(r"^>\s?", "", line) if line.startswith(">") else line for line in lines]
-    content = [line for line in lines if line.strip()]
-    if content:
-        indent = min(len(line) - len(line.lstrip(" \t")) for line in content)
-        lines = [line[indent:] for line in lines]
-    return "\n".join(line.rstrip() for line in lines).strip()
-
-
-def _addresses(value: str) -> list[Address]:
-    """Addresses as clients write them: Name <a@b>, "Name" [mailto:a@b], « Name » <a@b>…"""
-    # Outlook: Name [mailto:address], where the name may itself look like an address.
-    value = re.sub(
-        r"([^,;<>\[\]]*?)\s*\[mailto:([^\]]+)\]",
-        lambda m: f'"{m.group(1).strip().strip(chr(34))}" <{m.group(2).strip()}>',
-        value,
-    )
-    value = re.sub(r"\"?([\w.+\-']+@[\w.\-]+)\"?\s*<\1>", r"<\1>", value)  # "a@b" <a@b>
-    value = value.replace("«", '"').replace("»", '"').replace("“", '"').replace("”", '"')
-    value = value.replace(";", ",").replace("，", ",").replace("；", ",")
-    found: list[Address] = []
-    for name, address in getaddresses([value]):
-        if "@" not in address:
-            continue
-        name = name.strip().strip("'\"").strip()
-        if name.lower() == address.lower():
-            name = ""
-        found.append((name, address.strip()))
-    if not found:  # what getaddresses cannot split ("John Doe (john@x)" in some scripts)
-        found = [("", address) for address in _EMAIL.findall(value)]
-    return found

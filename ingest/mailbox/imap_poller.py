@@ -19,9 +19,9 @@ from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
-from sqlalchemy.orm import Session, sessionmaker
 
 from ingest import inbound, logs
+from ingest.group_commit import GroupCommit
 from ingest.mailbox import mailboxes
 from ingest.sealing import Sealer
 
@@ -39,7 +39,7 @@ class Poller:
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        commits: GroupCommit,
         sealer: Sealer,
         mailbox_id: int,
         enqueue: Enqueue,
@@ -51,7 +51,7 @@ class Poller:
         stop: threading.Event | None = None,
         after_fetch: Callable[[int], None] | None = None,
     ) -> None:
-        self.sessions = sessions
+        self.commits, self.sessions = commits, commits.sessions
         self.sealer = sealer
         self.mailbox_id = mailbox_id
         self.enqueue = enqueue
@@ -192,10 +192,10 @@ class Poller:
         if self.after_fetch is not None:
             self.after_fetch(uid)
         taken = mailboxes.take(
-            self.sessions, self.mailbox_id, uidvalidity, uid, bytes(raw), self.archive_domain
+            self.commits, self.mailbox_id, uidvalidity, uid, bytes(raw), self.archive_domain
         )
         if taken.rejected is None:
-            inbound.hand_over(self.enqueue, "email", taken.item_ids)
+            inbound.enqueue_stored(self.enqueue, "email", taken.item_ids)
             try:
                 self._mark(client, config, uid)
             except IMAPClientError as exc:
@@ -234,7 +234,7 @@ class ImapService:
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        commits: GroupCommit,
         sealer: Sealer,
         enqueue: Enqueue,
         archive_domain: str,
@@ -246,7 +246,7 @@ class ImapService:
         stop: threading.Event,
     ) -> None:
         self._make: Callable[[int], Poller] = lambda mailbox_id: Poller(
-            sessions,
+            commits,
             sealer,
             mailbox_id,
             enqueue,
@@ -255,7 +255,7 @@ class ImapService:
             idle_seconds=idle_seconds,
             ca_file=ca_file,
         )
-        self.sessions = sessions
+        self.sessions = commits.sessions
         self.reload_seconds = reload_seconds
         self.stop = stop
         self.pollers: dict[int, tuple[Poller, threading.Thread]] = {}

@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 from email.utils import format_datetime
 
-from crm_core import services
+from crm_core import email_cases
 
 TRACE_PRODUCT = "crm-ingest"  # the comment after our name in our Received lines
 
@@ -72,7 +72,7 @@ _PREFIXES = re.compile(
 )
 
 
-def content_digest(mail: services.EmailRecord) -> str:
+def content_digest(mail: email_cases.EmailRecord) -> str:
     """What makes two mails "the same message" when their Message-IDs differ: an
     autoresponder ping-pong writes a new Message-ID (and Date, and one more "Re:") each
     round but repeats the rest. So: the sender, the subject without its prefixes, the text

@@ -17,18 +17,19 @@ from email.utils import getaddresses
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_core import services
+from crm_core import card_cases
 from crm_core.db import read_only, unit_of_work
 from crm_core.errors import InvalidInput, NotFound
 from crm_core.models import Mailbox, utcnow
-from crm_core.schemas import LOOPBACK, check_host
 from ingest import inbound
+from ingest.group_commit import GroupCommit
 from ingest.mailbox.addresses import (
     decode_archive_address,
     encode_archive_address,
     hash_archive_token,
 )
 from ingest.sealing import Sealer
+from ingest.wire import LOOPBACK, check_host
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class Taken:
 
 
 def is_loopback(host: str) -> bool:
-    """This machine, as the API's schema says it (`schemas.LOOPBACK`)."""
+    """This machine, as the API's schema says it (`ingest.wire.LOOPBACK`)."""
     return re.fullmatch(LOOPBACK, host) is not None
 
 
@@ -194,7 +195,7 @@ def report(sessions: sessionmaker[Session], mailbox_id: int, error: str | None) 
 
 
 def take(
-    sessions: sessionmaker[Session],
+    commits: GroupCommit,
     mailbox_id: int,
     uidvalidity: int,
     uid: int,
@@ -206,12 +207,12 @@ def take(
     reason. The same bytes for the same card (a refetch after a crash, a new UIDVALIDITY,
     the same mail by SMTP) are one item."""
     meta = {"mailbox_id": mailbox_id, "uidvalidity": uidvalidity, "uid": uid}
-    tokens, why = _route(sessions, raw)
+    tokens, why = _route(commits.sessions, raw)
     if not tokens:
         digest = hashlib.sha256(raw).hexdigest()
         rejected = f"{why}; the message stays in the mailbox"
         [item_id] = inbound.store(
-            sessions,
+            commits,
             [
                 inbound.NewInput(
                     channel="email",
@@ -225,7 +226,7 @@ def take(
         return Taken([item_id], rejected)
     recipients = [encode_archive_address(token, archive_domain) for token in tokens]
     ids = inbound.store(
-        sessions,
+        commits,
         [
             inbound.NewInput(
                 channel="email",
@@ -258,7 +259,7 @@ def _route(sessions: sessionmaker[Session], raw: bytes) -> tuple[list[str], str]
     live: dict[int, str] = {}
     with read_only(sessions) as session:
         for token in dict.fromkeys(tokens):
-            card = services.card_for_archive_token(session, hash_archive_token(token), now)
+            card = card_cases.card_for_archive_token(session, hash_archive_token(token), now)
             if card is not None:
                 live.setdefault(card, token)
     if not live:

@@ -1,8 +1,6 @@
-"""E-mail processing step: inbound id -> parsed mail -> `crm_core.services.record_email`.
-
-Runs in a worker. One transaction claims the inbound item, records the mail on its card
-and finishes the item, so a crash anywhere leaves the item waiting, never half-done. Mail to
-postmaster is left for the administrators (unmatched), never put on a card.
+"""The e-mail channel: a stored mail -> parsed, its original sender found ->
+`crm_core.email_cases.record_email` on the card of its archive address. Run by
+`ingest.processing`; mail to postmaster is left for the administrators (unmatched).
 """
 
 from __future__ import annotations
@@ -12,13 +10,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from crm_core import permissions, services
-from crm_core.db import read_only, unit_of_work
-from crm_core.errors import CoreError, Forbidden
-from crm_core.models import InboundItem, InboundStatus, User, utcnow
+from crm_core import card_cases, email_cases, user_cases
+from crm_core.models import InboundItem
 from ingest import inbound
 from ingest.errors import RejectedInput
 from ingest.mailbox.addresses import decode_archive_address, hash_archive_token
@@ -40,6 +35,8 @@ from ingest.mailbox.loop_guard import (
 from ingest.mailbox.parsing import Attachment, ParsedEmail, parse_email
 from ingest.mailbox.postmaster import is_postmaster
 from ingest.mailbox.postmaster import reason as postmaster_reason
+from ingest.provider import Medium, Outcome
+from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -82,122 +79,110 @@ class Bounce:
     message_id: str = ""
 
 
-def process_email(
-    sessions: sessionmaker[Session],
-    inbound_id: int,
-    limits: AttachmentLimits | None = None,
-    loops: LoopLimit | None = None,
-) -> None:
-    # Parse before the transaction: a big or hostile message must not hold database locks.
-    stored = inbound.load(sessions, inbound_id)
-    if stored is None or stored.status != InboundStatus.RECEIVED.value:
-        return
-    if is_postmaster(stored.recipient):
-        _leave_for_administrators(sessions, inbound_id, postmaster_reason(stored.raw))
-        return
-    mail: services.EmailRecord | Bounce | None = None
-    refusal = ""
-    try:
-        mail = _email_record(
-            sessions, parse_email(stored.raw), stored, limits or AttachmentLimits()
+@dataclass(frozen=True)
+class Postmaster:
+    """Mail to postmaster: left for the administrators, never put on a card."""
+
+    why: str
+
+
+Mail = email_cases.EmailRecord | Bounce | Postmaster
+
+
+@dataclass(frozen=True)
+class Prepared:
+    mail: Mail
+    loops: LoopLimit
+
+
+EMAIL = Medium("email", "E-mail", "e-mail", "email", "E-mail")
+BOUNCE = Medium("bounce", "Bounce", "bounce", "email", "E-mail", activity=False)
+
+
+class EmailChannel:
+    """Mail stored by the SMTP door or the IMAP poller, run by `ingest.processing`: parsed
+    outside the transaction (a big or hostile message holds no lock), then put on the card
+    of its archive address under one card lock."""
+
+    name = "email"
+    media = (EMAIL, BOUNCE)
+
+    def prepare(self, session: Session, item: InboundItem, settings: Settings) -> Prepared:
+        loops = LoopLimit(
+            settings.loop_limit_count, timedelta(seconds=settings.loop_limit_window_seconds)
         )
-    except RejectedInput as exc:
-        refusal = exc.reason
-    now = utcnow()
-    with unit_of_work(sessions) as session:
-        item = inbound.claim(session, inbound_id)
-        if item is None:
-            return
-        if mail is not None:
-            item.sender = mail.logged_by.lower()
-        try:
-            if mail is None:
-                raise RejectedInput(refusal)
-            card_id = _route(session, item, now)
-            # Counted under the card's lock: two mails processed at once cannot both see the
-            # count below the limit.
-            services.lock_card(session, card_id)
-            if isinstance(mail, Bounce):  # record_email checks its own sender
-                _check_archiver(session, card_id, mail.logged_by)
-            if _held_as_loop(session, item, mail, now, loops or LoopLimit()):
-                return
-            with session.begin_nested():
-                if isinstance(mail, Bounce):
-                    services.record_bounce(session, card_id, mail.subject, mail.text, item.id, now)
-                else:
-                    services.record_email(session, card_id, mail, item.id, now)
-        except RejectedInput as exc:
-            _reject(item, exc.reason)
-            return
-        except CoreError as exc:
-            _reject(item, str(exc))
-            return
-        item.card_id = card_id
-        notice = mail.notice if isinstance(mail, services.EmailRecord) else ""
-        inbound.finish(item, InboundStatus.PROCESSED, notice or None)
+        if is_postmaster(item.recipient):
+            return Prepared(Postmaster(postmaster_reason(item.raw)), loops)
+        limits = AttachmentLimits(settings.max_attachment_bytes, settings.max_attachments_bytes)
+        return Prepared(_email_record(session, parse_email(item.raw), item, limits), loops)
 
-
-def _leave_for_administrators(sessions: sessionmaker[Session], inbound_id: int, why: str) -> None:
-    """Mail to postmaster: kept, unmatched (no card; waits for a person, kept by retention),
-    in the administrators' lists (/api/unmatched, /api/inbound) with `why`."""
-    with unit_of_work(sessions) as session:
-        item = inbound.claim(session, inbound_id)
-        if item is None:
+    def annotate(self, item: InboundItem, prepared: Prepared) -> None:
+        """Who logged it, and what identifies the message for the loop limit."""
+        mail = prepared.mail
+        if isinstance(mail, Postmaster):
             return
-        log.info("inbound item %s is mail to postmaster: left for the administrators", item.id)
-        inbound.finish(item, InboundStatus.UNMATCHED, why)
+        item.sender = mail.logged_by.lower()
+        item.message_id_hash = message_id_hash(mail.message_id)
+        if isinstance(mail, Bounce):
+            item.content_digest = report_digest(mail.logged_by, mail.subject, mail.text)
+        else:
+            item.content_digest = content_digest(mail)
 
-
-def _check_archiver(session: Session, card_id: int, address: str) -> None:
-    """SPEC "Who may archive" for what `services.record_email` does not record: the sender
-    must be a CRM user with edit rights on the card (the same rule and words as there)."""
-    user = session.scalar(select(User).where(User.email == address.lower()))
-    if user is None:
-        raise Forbidden(f"sender {address} is not a CRM user")
-    card = services.get_card(session, card_id)
-    if not permissions.may(session, permissions.Actor(user.id, user.is_admin), card, "edit"):
-        raise Forbidden(f"sender {user.email} may not edit card {card.id}, so not archive to it")
+    def place(
+        self,
+        session: Session,
+        item: InboundItem,
+        prepared: Prepared,
+        now: datetime,
+        card_id: int | None,
+    ) -> Outcome:
+        mail = prepared.mail
+        if isinstance(mail, Postmaster):
+            log.info("inbound item %s is mail to postmaster: left for the administrators", item.id)
+            return Outcome(None, unmatched=mail.why)
+        card_id = _route(session, item, now)
+        # Counted under the card's lock: two mails processed at once cannot both see the
+        # count below the limit.
+        card = card_cases.lock_card(session, card_id)
+        if isinstance(mail, Bounce):  # refused before the loop count, as a stranger's
+            email_cases.archiver(session, card, mail.logged_by)
+        held = _held_as_loop(session, item, now, prepared.loops)
+        if held is not None:
+            return Outcome(None, held=held)
+        if isinstance(mail, Bounce):
+            email_cases.record_bounce(
+                session, card, mail.logged_by, mail.subject, mail.text, item.id, now
+            )
+            return Outcome(card_id)
+        email_cases.record_email(session, card, mail, item.id, now)
+        return Outcome(card_id, note=mail.notice or None)
 
 
 def _held_as_loop(
-    session: Session,
-    item: InboundItem,
-    mail: services.EmailRecord | Bounce,
-    now: datetime,
-    loops: LoopLimit,
-) -> bool:
-    """Keep what identifies the message on its item, then hold it if `loops.count` copies of
-    it were already processed for this archive address within `loops.window`."""
-    item.message_id_hash = message_id_hash(mail.message_id)
-    if isinstance(mail, Bounce):
-        item.content_digest = report_digest(mail.logged_by, mail.subject, mail.text)
-    else:
-        item.content_digest = content_digest(mail)
+    session: Session, item: InboundItem, now: datetime, loops: LoopLimit
+) -> str | None:
+    """Why the message is held, if `loops.count` copies of it were already processed for
+    this archive address within `loops.window` (its item was annotated with what identifies
+    it); None to go on."""
     if item.meta.get("released"):  # an operator re-processed it after the hold
-        return False
+        return None
     copies = inbound.recent_copies(session, item, now - loops.window, loops.count)
     if copies < loops.count:
-        return False
-    reason = (
+        return None
+    return (
         "held as a possible mail loop: the same message (same Message-ID or same content) "
         f"was already processed {copies} times for this archive address in the last "
         f"{loops.window}"
     )
-    log.warning("inbound item %s %s", item.id, reason)
-    inbound.finish(item, InboundStatus.HELD, reason)
-    return True
-
-
-def _reject(item: InboundItem, reason: str) -> None:
-    log.info("inbound item %s rejected: %s", item.id, reason)
-    inbound.finish(item, InboundStatus.REJECTED, reason)
 
 
 def _route(session: Session, item: InboundItem, now: datetime) -> int:
     """Archive address -> exactly that card (SPEC "Which card?")."""
     token = decode_archive_address(item.recipient)
     card_id = (
-        services.card_for_archive_token(session, hash_archive_token(token), now) if token else None
+        card_cases.card_for_archive_token(session, hash_archive_token(token), now)
+        if token
+        else None
     )
     if card_id is None:
         raise RejectedInput(f"archive address {item.recipient} is unknown or revoked")
@@ -205,11 +190,11 @@ def _route(session: Session, item: InboundItem, now: datetime) -> int:
 
 
 def _email_record(
-    sessions: sessionmaker[Session],
+    session: Session,
     parsed: ParsedEmail,
     item: InboundItem,
     limits: AttachmentLimits,
-) -> services.EmailRecord | Bounce:
+) -> email_cases.EmailRecord | Bounce:
     """The mail to record: the original message when it is a forward (inline, or attached
     as message/rfc822), else the mail itself; the header From is always who logged it."""
     report = parsed.content_type == "multipart/report"  # RFC 3464 delivery status notification
@@ -224,8 +209,7 @@ def _email_record(
     if report:
         return Bounce(sender[1], parsed.subject, parsed.text, parsed.message_id)
     forwarder = sender[1]
-    with read_only(sessions) as session:
-        timezone = services.timezone_of(session, forwarder) or "UTC"
+    timezone = user_cases.timezone_of(session, forwarder) or "UTC"
     original = find_original(parsed.text, parsed.subject, timezone, html=parsed.html)
     files = list(parsed.attachments)
     if original is None and parsed.attached_messages:
@@ -259,7 +243,7 @@ def _email_record(
         forwarded = False
     else:
         forwarded = True
-    return services.EmailRecord(
+    return email_cases.EmailRecord(
         logged_by=forwarder,
         sender=_party(original.sender or sender),
         # A forward whose date cannot be read is shown at the forward's own date, and
@@ -292,9 +276,9 @@ def _original_html(markup: str, original_text: str) -> str:
 
 def _within_limits(
     files: list[Attachment], limits: AttachmentLimits
-) -> tuple[list[services.FileIn], list[dict[str, Any]]]:
+) -> tuple[list[email_cases.FileIn], list[dict[str, Any]]]:
     """Files within the per-file and per-message caps; the others listed with the reason."""
-    kept: list[services.FileIn] = []
+    kept: list[email_cases.FileIn] = []
     skipped: list[dict[str, Any]] = []
     total = 0
     for file in files:
@@ -308,12 +292,12 @@ def _within_limits(
             skipped.append({"file_name": file.file_name, "size": size, "reason": reason})
             continue
         total += size
-        kept.append(services.FileIn(file.file_name, file.media_type, file.content, file.inline))
+        kept.append(email_cases.FileIn(file.file_name, file.media_type, file.content, file.inline))
     return kept, skipped
 
 
-def _party(address: tuple[str, str]) -> services.Party:
-    return services.Party(name=address[0], address=address[1])
+def _party(address: tuple[str, str]) -> email_cases.Party:
+    return email_cases.Party(name=address[0], address=address[1])
 
 
 def _refuse_automatic(parsed: ParsedEmail, item: InboundItem, loops_only: bool = False) -> None:
@@ -346,3 +330,6 @@ def _refuse_automatic(parsed: ParsedEmail, item: InboundItem, loops_only: bool =
         )
     if len(received) > MAX_RECEIVED_HEADERS:
         raise RejectedInput(f"mail loop ({len(received)} Received headers)")
+
+
+CHANNEL = EmailChannel()

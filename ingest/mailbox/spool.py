@@ -1,7 +1,6 @@
-"""Where the SMTP door keeps a message while its DATA arrives (smtp_handler's `_Door`).
-
-Small messages stay in memory; past a threshold, or when the door's memory budget for all
-unfinished messages is spent, the bytes go to an anonymous temporary file under data_dir.
+"""Where the SMTP door keeps a message while its DATA arrives (`smtp_session.ArchiveSMTP`):
+in memory while small and the door's memory budget allows, else in an anonymous temporary
+file under data_dir.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ def return_memory() -> None:
 
 class MemoryBudget:
     """Bytes of messages that all sessions of one door hold in memory together: the texts
-    still arriving (`take`: past the budget a spool goes to its file) and the messages
+    still arriving (`reserve`: past the budget a spool goes to its file) and the messages
     being stored, read back whole (`hold`: waits its turn). Used from the door's event loop
     only."""
 
@@ -52,7 +51,7 @@ class MemoryBudget:
         self._held = 0  # messages being stored
         self._freed = asyncio.Event()
 
-    def take(self, size: int) -> bool:
+    def reserve(self, size: int) -> bool:
         """Reserve `size` bytes; False (nothing reserved) if that would pass the limit."""
         if self.in_use + size > self.limit:
             return False
@@ -103,7 +102,7 @@ class Spool:
     def write(self, data: bytes) -> None:
         self.size += len(data)
         if self._file is None:
-            if len(self._memory) + len(data) <= self._threshold and self._budget.take(len(data)):
+            if len(self._memory) + len(data) <= self._threshold and self._budget.reserve(len(data)):
                 self._memory += data
                 return
             self._to_file()

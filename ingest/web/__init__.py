@@ -1,2 +1,2 @@
-"""The web page people use: static files, the session cookie and the live-update stream,
-served by the HTTP app (`ingest.http_app`)."""
+"""The web page people use: its static files and the live-update feed, served by the HTTP
+app (`ingest.http.web`)."""

@@ -6,27 +6,9 @@
 import { ApiError, del, get, post, userName } from "./api.js";
 import { flash, h, later, party, replace, when } from "./dom.js";
 
-// The history filter (crm_core.history.FILTERS).
-const FILTERS = [
-  ["tasks", "Closed tasks"],
-  ["email", "E-mail"],
-  ["whatsapp", "WhatsApp"],
-  ["sms", "SMS"],
-  ["chat", "Chat"],
-  ["calls", "Calls"],
-  ["status", "Status changes"],
-  ["fields", "Field changes"],
-  ["documents", "Documents"],
-  ["notes", "Notes"],
-  ["payments", "Payments"],
-];
-const TYPE_LABELS = {
-  email: "E-mail",
-  bounce: "Bounce",
-  call: "Call",
-  chat: "Chat",
-  whatsapp: "WhatsApp",
-  sms: "SMS",
+// Labels of the CRM's own history entries; the channels' entries and every history filter
+// come from the server's registry (GET /api/channels, ingest.registry), read once.
+const OWN_LABELS = {
   note: "Note",
   status_change: "Status change",
   field_change: "Field change",
@@ -34,8 +16,22 @@ const TYPE_LABELS = {
   task_reopened: "Task reopened",
   document: "Document",
   document_deleted: "Document deleted",
-  payment: "Payment",
 };
+let channels = null;
+
+async function channelLabels() {
+  if (channels === null) channels = await get("/api/channels");
+  return channels;
+}
+
+function messageDetails(e) {
+  return [
+    h("p", { class: "from" }, e.direction === "outgoing" ? "To: " : "From: ", party(e.from)),
+    e.employee ? h("p", { class: "by" }, "Employee: ", party(e.employee)) : null,
+    body(e.text),
+    e.status ? h("p", { class: "muted" }, "Status: ", e.status) : null,
+  ];
+}
 
 function byLine(entry) {
   const by = entry.by || entry.logged_by;
@@ -86,15 +82,6 @@ function entryDetails(e) {
           e.duration_seconds ? ` · ${e.duration_seconds} s` : ""),
         e.employee ? h("p", { class: "by" }, "Employee: ", party(e.employee)) : null,
       ];
-    case "chat":
-    case "whatsapp":
-    case "sms":
-      return [
-        h("p", { class: "from" }, e.direction === "outgoing" ? "To: " : "From: ", party(e.from)),
-        e.employee ? h("p", { class: "by" }, "Employee: ", party(e.employee)) : null,
-        body(e.text),
-        e.status ? h("p", { class: "muted" }, "Status: ", e.status) : null,
-      ];
     case "note":
       return [body(e.text), byLine(e)];
     case "status_change":
@@ -127,6 +114,8 @@ function entryDetails(e) {
       ];
     }
     default:
+      // A message of any chat provider (chat, WhatsApp, SMS, Telegram...): its shape says so.
+      if ("from" in e && "direction" in e) return messageDetails(e);
       return [h("pre", { class: "body" }, JSON.stringify(e, null, 2))];
   }
 }
@@ -212,7 +201,9 @@ export async function showCard(view, cardId, me) {
   });
   replace(archiveBox, archiveButton);
 
-  const checks = FILTERS.map(([name, label]) => {
+  const { filters, types } = await channelLabels();
+  const labels = { ...OWN_LABELS, ...types };
+  const checks = filters.map(({ name, label }) => {
     const box = h("input", { type: "checkbox", value: name, id: `filter-${name}` });
     box.addEventListener("change", () => refreshHistory());
     filterBox.append(h("label", { for: `filter-${name}` }, box, label));
@@ -230,7 +221,7 @@ export async function showCard(view, cardId, me) {
       return h("li", { class: `entry ${e.type}${isNew ? " unread" : ""}`,
         dataset: { entryId: e.id, type: e.type } },
       h("header", {},
-        h("span", { class: "type" }, TYPE_LABELS[e.type] || e.type),
+        h("span", { class: "type" }, labels[e.type] || e.type),
         isNew ? h("span", { class: "unread-mark" }, "New") : null,
         h("time", { datetime: e.occurred_at }, when(e.occurred_at))),
       entryDetails(e));
