@@ -36,7 +36,7 @@ from ingest.mailbox.smtp_handler import (
 )
 from ingest.runtime import Runtime, build_runtime
 from ingest.settings import Settings
-from tests.dns_server import TestDns
+from tests.support.dns_server import TestDns
 
 API_TOKEN = "test-token"
 
