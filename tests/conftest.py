@@ -33,7 +33,7 @@ from ingest.mailbox.smtp_limits import DoorLimits
 from ingest.mailbox.smtp_server import load_tls_context, start_smtp_server
 from ingest.runtime import Runtime, build_runtime
 from ingest.settings import Settings
-from tests.dns_server import TestDns
+from tests.support.dns_server import TestDns
 
 API_TOKEN = "test-token"
 

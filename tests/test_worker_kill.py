@@ -6,20 +6,14 @@ message; a new worker and the sweeper then finish the job.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import redis
-from sqlalchemy import Engine, text
 
 from ingest.runtime import Runtime
-from tests.helpers import (
+from tests.support.helpers import (
     archive_address,
     counters,
     create_card,
@@ -30,50 +24,8 @@ from tests.helpers import (
     send,
     wait_for,
 )
-
-
-def crm_env(runtime: Runtime, tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The environment of a `crm-ingest` process on this test's database and broker;
-    `extra` settings as CRM_<NAME>."""
-    s = runtime.settings
-    return {
-        **os.environ,
-        "CRM_DATABASE_URL": s.effective_database_url(),
-        "CRM_BROKER_URL": s.broker_url,
-        "CRM_BROKER_NAMESPACE": s.broker_namespace,
-        "CRM_DATA_DIR": str(tmp_path),
-        "CRM_DB_LOCK_TIMEOUT_SECONDS": "60",
-        "CRM_SWEEP_AFTER_SECONDS": "1",
-        "CRM_SWEEP_INTERVAL_SECONDS": "0.2",
-        "CRM_WORKER_THREADS": "1",
-        "CRM_ATTEMPT_LEASE_SECONDS": "0",  # a killed worker's item is due after sweep_after
-        "CRM_DNS_SERVERS": s.dns_servers,
-        **{f"CRM_{name.upper()}": value for name, value in extra.items()},
-    }
-
-
-def crm_ingest(
-    command: str, runtime: Runtime, tmp_path: Path, **extra: str
-) -> subprocess.Popen[bytes]:
-    """`crm-ingest <command>` as a process of its own (`-m module` runs that module)."""
-    env = crm_env(runtime, tmp_path, **extra)
-    if command.startswith("-m "):
-        return subprocess.Popen([sys.executable, *command.split()], env=env)
-    return subprocess.Popen([sys.executable, "-m", "ingest.cli", command], env=env)
-
-
-@contextmanager
-def card_locked(engine: Engine, card_id: int) -> Iterator[None]:
-    """Processing cannot commit while this is held: the card row (PostgreSQL) or the database
-    write lock (SQLite) is taken by another session."""
-    with engine.connect() as conn:
-        conn.begin()  # SQLite: BEGIN IMMEDIATE
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT id FROM cards WHERE id = :id FOR UPDATE"), {"id": card_id})
-        try:
-            yield
-        finally:
-            conn.rollback()
+from tests.support.locks import card_locked
+from tests.support.workers import crm_ingest
 
 
 def queue_length(runtime: Runtime) -> int:

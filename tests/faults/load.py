@@ -16,7 +16,7 @@ from email.policy import SMTP
 import httpx
 
 from ingest.signatures import sign_timestamped
-from tests.helpers import make_mail
+from tests.support.helpers import make_mail
 
 CHANNELS = ("email", "call", "chat")
 

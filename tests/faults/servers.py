@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.helpers import wait_for
+from tests.support.helpers import wait_for
 
 
 def free_port() -> int:
