@@ -82,7 +82,7 @@ def test_each_line_of_a_mails_way_through_carries_its_inbound_id(
     # Then each line that speaks of it, at the front door and in the worker, carries its id
     lines = parsed(log_lines)
     about = [line for line in lines if re.search(rf"\binbound item {item_id}\b", line["message"])]
-    assert {line["logger"] for line in about} >= {"ingest.inbound", "ingest.mailbox.processing"}
+    assert {line["logger"] for line in about} >= {"ingest.inbound", "ingest.processing"}
     for line in about:
         assert (line.get("inbound_id"), line.get("channel")) == (item_id, "email"), line
     tagged = [line for line in lines if line.get("inbound_id") == item_id]
