@@ -1,31 +1,25 @@
-"""The inbound store: every raw input, kept durably before any front door says yes.
-
-Front doors `store` (or `submit`, from an event loop) through their runtime's
-`GroupCommit`, then `enqueue_stored`. Workers `begin_attempt`, `claim` an item inside their
-use-case transaction and `finish` it there, or `record_failure` after an error of ours.
+"""The inbound store, the pipeline's first stage: every raw input kept durably before a
+front door says yes. Doors `store` (or `submit`, from an event loop) through their runtime's
+`GroupCommit`, which gathers concurrent inputs into one commit; then `pipeline.send_stored`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-from collections.abc import Callable, Collection
+import queue
+import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import ColumnElement, LargeBinary, and_, func, or_, select, update
-from sqlalchemy.orm import Session, defer, sessionmaker
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 
-from crm_core.db import read_only, unit_of_work
+from crm_core.db import unit_of_work
 from crm_core.models import InboundItem, InboundStatus, utcnow
-from ingest import logs, metrics
-
-if TYPE_CHECKING:
-    from ingest.group_commit import GroupCommit
-
-log = logging.getLogger(__name__)
+from ingest import metrics
+from ingest.errors import StoreUnavailable
 
 
 @dataclass(frozen=True)
@@ -60,262 +54,125 @@ def submit(commits: GroupCommit, inputs: list[NewInput]) -> Future[list[int]]:
     return commits.submit(inputs)
 
 
-def enqueue_stored(enqueue: Callable[[str, int], None], channel: str, ids: list[int]) -> None:
-    """After the store, at every front door: send each id to the workers, logging under it.
-    Stored is what matters: if the broker is down, the sweeper sends them once it is back."""
-    for item_id in ids:
-        with logs.inbound_context(item_id, channel):
-            log.info("inbound item %s stored, sending it to the workers", item_id)
+Waiting = tuple[list[NewInput], Future[list[int]]]
+
+
+class GroupCommit:
+    """Group commit for the front doors: the inputs of every request that arrives while a
+    commit is running go into the next one, together. A commit waits for the disk (the WAL
+    flush), so many small ones in a row are what limits a door; one per group is not.
+    Nobody is answered before the commit that holds their input is done, and a failed
+    commit fails every request in it (each front door then says "try later").
+
+    Built by the runtime (one per database); its thread starts at the first input and stops
+    at `close` (an input submitted after that starts a new one)."""
+
+    MAX_INPUTS = 500
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self._lock = threading.Lock()
+        self._waiting: queue.SimpleQueue[Waiting] | None = None
+
+    def submit(self, inputs: list[NewInput]) -> Future[list[int]]:
+        done: Future[list[int]] = Future()
+        with self._lock:
+            if self._waiting is None:
+                self._waiting = queue.SimpleQueue()
+                threading.Thread(
+                    target=self._run, args=(self._waiting,), name="group-commit", daemon=True
+                ).start()
+            self._waiting.put((inputs, done))
+        return done
+
+    def close(self) -> None:
+        """Stop the thread once the inputs already submitted are committed."""
+        with self._lock:
+            if self._waiting is not None:
+                self._waiting.put(_STOP)
+                self._waiting = None
+
+    def _run(self, waiting: queue.SimpleQueue[Waiting]) -> None:
+        while True:
+            first = waiting.get()
+            if first is _STOP:
+                return
+            group = [first]
+            size = len(group[0][0])
+            while size < self.MAX_INPUTS:
+                try:
+                    more = waiting.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    waiting.put(_STOP)  # after this group
+                    break
+                group.append(more)
+                size += len(group[-1][0])
             try:
-                enqueue(channel, item_id)
-            except Exception:
-                log.warning("broker unavailable; inbound item %s left to the sweeper", item_id)
+                ids = _store_once(self.sessions, [new for inputs, _ in group for new in inputs])
+            except BaseException as exc:  # every waiter learns why; the thread goes on
+                for _, done in group:
+                    done.set_exception(exc)
+                continue
+            start = 0
+            for inputs, done in group:
+                done.set_result(ids[start : start + len(inputs)])
+                start += len(inputs)
 
 
-def load(sessions: sessionmaker[Session], item_id: int) -> InboundItem | None:
-    with read_only(sessions) as session:
-        return session.get(InboundItem, item_id)
+_STOP: Waiting = ([], Future())
 
 
-def claim(session: Session, item_id: int) -> InboundItem | None:
-    """Lock the item for this transaction; None if it is unknown or no longer waiting.
-
-    The row lock makes two workers given the same id (a redelivery, a sweep) take turns;
-    the second then finds it finished and does nothing.
-    """
-    item = lock(session, item_id)
-    if item is None:
-        log.warning("inbound item %s does not exist", item_id)
-        return None
-    if item.status != InboundStatus.RECEIVED.value:
-        log.info("inbound item %s already %s", item_id, item.status)
-        return None
-    return item
+def _store_once(sessions: sessionmaker[Session], inputs: list[NewInput]) -> list[int]:
+    try:
+        return _store(sessions, inputs)
+    except IntegrityError:
+        # A concurrent front door stored the same input between our lookup and insert.
+        try:
+            return _store(sessions, inputs)
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        raise StoreUnavailable(str(exc)) from exc
 
 
-def lock(session: Session, item_id: int) -> InboundItem | None:
-    """The item, its row held for the transaction, whatever its status."""
-    return session.scalar(select(InboundItem).where(InboundItem.id == item_id).with_for_update())
-
-
-def finish(item: InboundItem, status: InboundStatus, reason: str | None = None) -> None:
-    metrics.finishing(item, status)
-    item.status = status.value
-    item.reason = reason
-    item.finished_at = utcnow()
-
-
-def begin_attempt(
-    sessions: sessionmaker[Session],
-    item_id: int,
-    max_attempts: int,
-    lease: timedelta = timedelta(0),
-) -> bool:
-    """Count an attempt before it starts; False if the item is not waiting any more.
-
-    Counting at the start, in a commit of its own, is what bounds an input that kills its
-    worker (out of memory, a crash in a parser, kill -9): nothing after the kill is ever
-    recorded, so a count kept at the end would let the sweeper re-send it forever. Once
-    `max_attempts` attempts have started and none finished, the item is parked as failed.
-    """
-    with unit_of_work(sessions) as session:
-        item = lock(session, item_id)
-        if item is None:
-            log.warning("inbound item %s does not exist", item_id)
-            return False
-        if item.status != InboundStatus.RECEIVED.value:
-            log.info("inbound item %s already %s", item_id, item.status)  # a redelivery
-            return False
-        if item.attempts >= max_attempts:
-            died = f"{item.attempts} attempts started and none finished (the worker stopped)"
-            item.error = f"{item.error}; {died}" if item.error else died
-            finish(item, InboundStatus.FAILED)
-            log.error("inbound item %s failed for good: %s", item_id, died)
-            return False
-        item.attempts += 1
-        item.quiet_resends = 0  # it reached a worker: the sweeper's next re-send is not late
-        # A lease: this attempt has it until its time limit has passed (an attempt is
-        # interrupted then); only after that plus sweep_after does the sweeper send it again,
-        # so a slow attempt is never doubled by a re-send. record_failure ends the lease.
-        item.enqueued_at = utcnow() + lease
-        return True
-
-
-def record_failure(
-    sessions: sessionmaker[Session], item_id: int, error: str, max_attempts: int
-) -> bool:
-    """Keep the error of a failed attempt (counted by `begin_attempt`); park the item as
-    failed once `max_attempts` are spent.
-
-    Returns True when the item is parked (stop retrying), False when it should be retried.
-    """
-    with unit_of_work(sessions) as session:
-        item = lock(session, item_id)
-        if item is None or item.status != InboundStatus.RECEIVED.value:
-            return True
-        item.error = error[:4000]
-        item.enqueued_at = utcnow()  # the broker retries it: not the sweeper's to re-send yet
-        if item.attempts >= max_attempts:
-            finish(item, InboundStatus.FAILED)
-            log.error("inbound item %s failed for good after %s attempts", item_id, item.attempts)
-            return True
-        return False
-
-
-def recent_copies(session: Session, item: InboundItem, since: datetime, enough: int) -> int:
-    """How many other inputs to `item`'s recipient, processed since `since`, are the same
-    message as `item`: the same Message-ID (`message_id_hash`) or the same content
-    (`content_digest`). Counted up to `enough` (the loop guard: a loop of thousands of
-    copies costs each of them at most twice `enough` rows, not thousands); one query per
-    sign, each on its index (ix_inbound_items_loop_message_id, ix_inbound_items_loop)."""
-    found: set[int] = set()
-    for column, value in (
-        (InboundItem.message_id_hash, item.message_id_hash),
-        (InboundItem.content_digest, item.content_digest),
-    ):
-        if value is None or len(found) >= enough:
-            continue
-        found.update(
-            session.scalars(
-                select(InboundItem.id)
-                .where(
-                    InboundItem.recipient == item.recipient,
-                    column == value,
-                    InboundItem.received_at >= since,
-                    InboundItem.status == InboundStatus.PROCESSED.value,
-                    InboundItem.id != item.id,
-                )
-                .limit(enough)
-            )
-        )
-    return min(len(found), enough)
-
-
-# A quiet re-send (no attempt started since the last send) pushes the next one back by
-# `backoff` x this, by how many quiet re-sends came before: after the first re-send of an
-# item stuck behind a backlog, the gaps double (2, 4, 8 x the sweep delay) and stay at 8 x.
-QUIET_BACKOFF_STEPS = (1, 3, 7)
-
-
-def quiet_backoff(quiet_resends: int, backoff: timedelta) -> timedelta:
-    """How much later than the plain sweep delay the next re-send of an item comes, after
-    `quiet_resends` earlier re-sends that no attempt followed."""
-    return backoff * QUIET_BACKOFF_STEPS[min(quiet_resends, len(QUIET_BACKOFF_STEPS) - 1)]
-
-
-def resend_waiting(
-    sessions: sessionmaker[Session],
-    enqueued_before: datetime,
-    enqueue: Callable[[str, int], None],
-    limit: int = 500,
-    backoff: timedelta = timedelta(0),
-) -> int:
-    """Send again up to `limit` waiting items last enqueued before `enqueued_before`; return
-    how many the broker took (each counted in `resends`). No row lock is held while the
-    broker is called; if it fails, the items not sent stay due and the error is raised.
-
-    An item re-sent while no attempt started since its last send most likely waits in the
-    broker behind a backlog (a re-send only joins the queue's tail): its next re-send comes
-    `quiet_backoff` later, so a long backlog is not multiplied by re-sends of itself.
-    """
+def _store(sessions: sessionmaker[Session], inputs: list[NewInput]) -> list[int]:
+    """Two statements whatever the number of inputs: the keys already stored, then one
+    multi-row INSERT ... RETURNING for the others (each key once)."""
     now = utcnow()
     with unit_of_work(sessions) as session:
-        rows = session.execute(
-            select(InboundItem.id, InboundItem.channel, InboundItem.quiet_resends)
-            .where(
-                InboundItem.status == InboundStatus.RECEIVED.value,
-                InboundItem.enqueued_at < enqueued_before,
-            )
-            .order_by(InboundItem.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).all()
-        if rows:  # this round's: another sweeper does not take them too
-            session.execute(
-                update(InboundItem)
-                .where(InboundItem.id.in_([row.id for row in rows]))
-                .values(enqueued_at=now)
-            )
-    sent: list[int] = []
-    try:
-        for row in rows:
-            enqueue(row.channel, row.id)
-            sent.append(row.id)
-    finally:
-        with unit_of_work(sessions) as session:
-            if sent:
-                session.execute(
-                    update(InboundItem)
-                    .where(InboundItem.id.in_(sent))
-                    .values(resends=InboundItem.resends + 1)
+        keys = list(dict.fromkeys(new.dedupe_key for new in inputs))
+        found: dict[str, int] = {
+            key: item_id
+            for key, item_id in session.execute(
+                select(InboundItem.dedupe_key, InboundItem.id).where(
+                    InboundItem.dedupe_key.in_(keys)
                 )
-                # ... and, unless an attempt started meanwhile (it moved enqueued_at), its
-                # next re-send is pushed back by the quiet re-sends before this one.
-                later: dict[int, list[int]] = {}
-                for row in rows[: len(sent)]:
-                    later.setdefault(row.quiet_resends, []).append(row.id)
-                for quiet, ids in later.items():
-                    session.execute(
-                        update(InboundItem)
-                        .where(InboundItem.id.in_(ids), InboundItem.enqueued_at == now)
-                        .values(
-                            quiet_resends=InboundItem.quiet_resends + 1,
-                            enqueued_at=now + quiet_backoff(quiet, backoff),
-                        )
-                    )
-            unsent = [row.id for row in rows[len(sent) :]]
-            if unsent:  # due again at the next sweep
-                session.execute(
-                    update(InboundItem)
-                    .where(InboundItem.id.in_(unsent), InboundItem.enqueued_at == now)
-                    .values(enqueued_at=enqueued_before - timedelta(microseconds=1))
-                )
-    return len(sent)
-
-
-def list_own(
-    session: Session, email: str, statuses: Collection[str], notices: bool, limit: int
-) -> list[InboundItem]:
-    """The e-mail inputs sent by `email` in one of `statuses` (and, with `notices`, the
-    processed ones that carry a reason), newest first, without their raw bytes.
-
-    Sent by: the From address processing read (`sender`, stored lower-case), or, when it
-    could read none (a From it refused, a failed attempt rolled back), the envelope sender
-    the SMTP door kept in `meta["mail_from"]`; compared case-insensitively."""
-    email = email.strip().lower()
-    envelope = func.lower(InboundItem.meta["mail_from"].as_string())
-    wanted: list[ColumnElement[bool]] = [InboundItem.status.in_(list(statuses))]
-    if notices:
-        wanted.append(
-            and_(
-                InboundItem.status == InboundStatus.PROCESSED.value,
-                InboundItem.reason.is_not(None),
-                InboundItem.reason != "",
             )
-        )
-    return list(
-        session.scalars(
-            select(InboundItem)
-            .options(defer(InboundItem.raw))
-            .where(
-                InboundItem.channel == "email",
-                or_(
-                    InboundItem.sender == email,
-                    and_(InboundItem.sender.is_(None), envelope == email),
-                ),
-                or_(*wanted),
+        }
+        fresh: dict[str, dict[str, Any]] = {}
+        for new in inputs:
+            if new.dedupe_key in found or new.dedupe_key in fresh:
+                continue
+            rejected = new.rejected is not None
+            fresh[new.dedupe_key] = {
+                "channel": new.channel,
+                "raw": new.raw,
+                "dedupe_key": new.dedupe_key,
+                "recipient": new.recipient,
+                "meta": new.meta,
+                "received_at": now,
+                "enqueued_at": now,
+                "status": (InboundStatus.REJECTED if rejected else InboundStatus.RECEIVED).value,
+                "reason": new.rejected,
+                "finished_at": now if rejected else None,
+            }
+        if fresh:
+            inserted = session.execute(
+                insert(InboundItem).returning(InboundItem.dedupe_key, InboundItem.id),
+                list(fresh.values()),
             )
-            .order_by(InboundItem.received_at.desc(), InboundItem.id.desc())
-            .limit(limit)
-        )
-    )
-
-
-def raw_heads(session: Session, ids: Collection[int], size: int) -> dict[int, bytes]:
-    """The first `size` bytes of each item's raw input (b"" once retention deleted it):
-    enough for its headers, without reading whole messages out of the database."""
-    if not ids:
-        return {}
-    head = func.substr(InboundItem.raw, 1, size, type_=LargeBinary)
-    rows = session.execute(select(InboundItem.id, head).where(InboundItem.id.in_(list(ids))))
-    return {item_id: bytes(data or b"") for item_id, data in rows}
+            found.update({key: item_id for key, item_id in inserted})
+            metrics.stored(session, fresh.values())  # counted once the commit is done
+    return [found[new.dedupe_key] for new in inputs]

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, defer, sessionmaker
 from crm_core.db import read_only, unit_of_work
 from crm_core.errors import Conflict, NotFound
 from crm_core.models import InboundItem, InboundStatus
-from ingest.inbound import lock
+from ingest.processing import lock
 
 # Statuses an operator may send through processing again, from the start.
 REPROCESSABLE = (InboundStatus.FAILED, InboundStatus.REJECTED, InboundStatus.HELD)

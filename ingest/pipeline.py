@@ -1,8 +1,6 @@
-"""The Dramatiq side of the pipeline: builds the broker, its middleware and the actors.
-
-The only module importing dramatiq. Actors receive an inbound id (never a payload) and
-call one processing function; `AttemptBookkeeping` counts each attempt in the database
-and retries an error of ours, then parks the item as failed.
+"""Between the inbound store and processing (the only module importing dramatiq):
+`send_stored` hands stored ids to the broker, one actor per channel runs its processing
+step, and `AttemptBookkeeping` counts each attempt in the database, then parks the item.
 """
 
 from __future__ import annotations
@@ -26,13 +24,16 @@ from dramatiq.middleware import TimeLimitExceeded as TimeLimitExceeded
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_core.db import read_only
-from crm_core.models import InboundItem
-from ingest import inbound, logs
+from crm_core.db import read_only, unit_of_work
+from crm_core.models import InboundItem, InboundStatus, utcnow
+from ingest import logs
 from ingest.metrics import Figures
+from ingest.processing import finish, lock
 
-# The worker's own lines keep the name they always had (operators filter on it).
+# The worker's own lines keep the name they always had (operators filter on it), and so do
+# the lines about an inbound item's sending and attempts (once in ingest/inbound.py).
 log = logging.getLogger("worker")
+item_log = logging.getLogger("ingest.inbound")
 
 QUEUE = "ingest"
 TIME_LIMIT_MS = 120_000
@@ -40,6 +41,18 @@ Processor = Callable[[sessionmaker[Session], int], None]
 
 # The actor option (see AttemptBookkeeping.actor_options) holding an actor's AttemptPolicy.
 ATTEMPTS = "inbound_attempts"
+
+
+def send_stored(enqueue: Callable[[str, int], None], channel: str, ids: list[int]) -> None:
+    """After the store, at every front door: send each id to the workers, logging under it.
+    Stored is what matters: if the broker is down, the sweeper sends them once it is back."""
+    for item_id in ids:
+        with logs.inbound_context(item_id, channel):
+            item_log.info("inbound item %s stored, sending it to the workers", item_id)
+            try:
+                enqueue(channel, item_id)
+            except Exception:
+                item_log.warning("broker unavailable; inbound item %s left to the sweeper", item_id)
 
 
 def build_broker(
@@ -107,10 +120,10 @@ class AttemptNotBegun(MiddlewareError):
 class AttemptBookkeeping(Retries):
     """Dramatiq's Retries, with each attempt counted in the database first.
 
-    Before a message runs: `inbound.begin_attempt`; an item not waiting any more (done, a
+    Before a message runs: `begin_attempt`; an item not waiting any more (done, a
     duplicate delivery; parked, its attempts spent; unknown, said and counted in `figures`)
     is skipped and acknowledged. After an error of ours (or an attempt interrupted by its
-    time limit): `inbound.record_failure`; an item it parks is acknowledged, not retried
+    time limit): `record_failure`; an item it parks is acknowledged, not retried
     (which Retries alone cannot do: it retries or fails the message); any other is retried
     by Retries. Actors without an AttemptPolicy (ATTEMPTS) get plain Retries."""
 
@@ -130,9 +143,7 @@ class AttemptBookkeeping(Retries):
             return
         inbound_id = message.args[0]
         try:
-            if inbound.begin_attempt(
-                policy.sessions, inbound_id, policy.max_attempts, policy.lease
-            ):
+            if begin_attempt(policy.sessions, inbound_id, policy.max_attempts, policy.lease):
                 return
             # Done already (a duplicate delivery), parked (its attempts are spent), or not
             # there at all: acknowledged, but the last is said and counted.
@@ -166,9 +177,7 @@ class AttemptBookkeeping(Retries):
             inbound_id = message.args[0]
             error = f"{type(exception).__name__}: {exception}"
             try:
-                parked = inbound.record_failure(
-                    policy.sessions, inbound_id, error, policy.max_attempts
-                )
+                parked = record_failure(policy.sessions, inbound_id, error, policy.max_attempts)
             except Exception:
                 log.exception("inbound item %s: its failed attempt was not recorded", inbound_id)
                 parked = False
@@ -188,6 +197,65 @@ def _exists(sessions: sessionmaker[Session], inbound_id: int) -> bool:
     with read_only(sessions) as session:
         found = session.scalar(select(InboundItem.id).where(InboundItem.id == inbound_id))
     return found is not None
+
+
+def begin_attempt(
+    sessions: sessionmaker[Session],
+    item_id: int,
+    max_attempts: int,
+    lease: timedelta = timedelta(0),
+) -> bool:
+    """Count an attempt before it starts; False if the item is not waiting any more.
+
+    Counting at the start, in a commit of its own, is what bounds an input that kills its
+    worker (out of memory, a crash in a parser, kill -9): nothing after the kill is ever
+    recorded, so a count kept at the end would let the sweeper re-send it forever. Once
+    `max_attempts` attempts have started and none finished, the item is parked as failed.
+    """
+    with unit_of_work(sessions) as session:
+        item = lock(session, item_id)
+        if item is None:
+            item_log.warning("inbound item %s does not exist", item_id)
+            return False
+        if item.status != InboundStatus.RECEIVED.value:
+            item_log.info("inbound item %s already %s", item_id, item.status)  # a redelivery
+            return False
+        if item.attempts >= max_attempts:
+            died = f"{item.attempts} attempts started and none finished (the worker stopped)"
+            item.error = f"{item.error}; {died}" if item.error else died
+            finish(item, InboundStatus.FAILED)
+            item_log.error("inbound item %s failed for good: %s", item_id, died)
+            return False
+        item.attempts += 1
+        item.quiet_resends = 0  # it reached a worker: the sweeper's next re-send is not late
+        # A lease: this attempt has it until its time limit has passed (an attempt is
+        # interrupted then); only after that plus sweep_after does the sweeper send it again,
+        # so a slow attempt is never doubled by a re-send. record_failure ends the lease.
+        item.enqueued_at = utcnow() + lease
+        return True
+
+
+def record_failure(
+    sessions: sessionmaker[Session], item_id: int, error: str, max_attempts: int
+) -> bool:
+    """Keep the error of a failed attempt (counted by `begin_attempt`); park the item as
+    failed once `max_attempts` are spent.
+
+    Returns True when the item is parked (stop retrying), False when it should be retried.
+    """
+    with unit_of_work(sessions) as session:
+        item = lock(session, item_id)
+        if item is None or item.status != InboundStatus.RECEIVED.value:
+            return True
+        item.error = error[:4000]
+        item.enqueued_at = utcnow()  # the broker retries it: not the sweeper's to re-send yet
+        if item.attempts >= max_attempts:
+            finish(item, InboundStatus.FAILED)
+            item_log.error(
+                "inbound item %s failed for good after %s attempts", item_id, item.attempts
+            )
+            return True
+        return False
 
 
 @dataclass
@@ -225,7 +293,7 @@ def declare_actors(
             actor_name=f"process_{channel}",
             queue_name=QUEUE,
             broker=broker,
-            # Attempts are counted in the database (inbound.begin_attempt), which parks an
+            # Attempts are counted in the database (begin_attempt), which parks an
             # item after the last; the broker's own retry count is only a backstop.
             max_retries=max_attempts,
             min_backoff=500,

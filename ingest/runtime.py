@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from crm_core.db import make_engine, make_session_factory
 from ingest import processing
 from ingest.embedded import EmbeddedRedis
-from ingest.group_commit import GroupCommit
+from ingest.inbound import GroupCommit
 from ingest.metrics import Figures
 from ingest.pipeline import (
     AttemptBookkeeping,

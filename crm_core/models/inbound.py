@@ -45,7 +45,7 @@ class InboundItem(Base):
         # Retention: finished items past their time.
         Index("ix_inbound_items_status_finished", "status", "finished_at"),
         # Loop guard: recent copies of one message to one archive address, by content and
-        # by Message-ID (`inbound.recent_copies`).
+        # by Message-ID (`ingest.mailbox.processing.recent_copies`).
         Index("ix_inbound_items_loop", "recipient", "content_digest", "received_at"),
         Index("ix_inbound_items_loop_message_id", "recipient", "message_id_hash", "received_at"),
         # A user's own inputs ("My forwards", GET /api/me/inbound), newest first.

@@ -17,7 +17,7 @@ from crm_core import card_cases, user_cases
 from crm_core.db import Base, describe_url, unit_of_work, upgrade_schema
 from crm_core.errors import CoreError, InvalidInput, NotFound
 from crm_core.models import utcnow
-from ingest import inbound, inbound_admin
+from ingest import inbound_admin, processing
 from ingest.cli.doors import Doors
 from ingest.http.schemas.inbound import InboundOut
 from ingest.mailbox import mailboxes
@@ -108,7 +108,7 @@ def cmd_inbound(rt: Store, args: argparse.Namespace) -> int:
         print(f"crm-ingest: {where} has no schema yet (`crm-ingest migrate`)", file=sys.stderr)
         return 1
     if args.id is not None:
-        item = inbound.load(rt.sessions, args.id)
+        item = processing.load(rt.sessions, args.id)
         if item is None:
             print(f"crm-ingest: inbound item {args.id} does not exist", file=sys.stderr)
             return 1

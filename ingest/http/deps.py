@@ -17,8 +17,8 @@ from crm_core import accounts, permissions
 from crm_core.db import read_only, unit_of_work
 from crm_core.errors import NotFound
 from crm_core.permissions import Actor
-from ingest import inbound
 from ingest.http import cookies, limits
+from ingest.pipeline import send_stored
 from ingest.runtime import Runtime
 from ingest.settings import Settings
 from ingest.sources import SourceBook
@@ -53,7 +53,7 @@ class Context:
 
     def enqueue(self, channel: str, ids: list[int]) -> None:
         """Send stored inputs to the workers."""
-        inbound.enqueue_stored(self.runtime.pipeline.enqueue, channel, ids)
+        send_stored(self.runtime.pipeline.enqueue, channel, ids)
 
     def actor_for(self, token: str, acting: int | None = None) -> Actor | None:
         """The admin token (acting for `acting`), or a user's own token (acting as them,

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query
 from crm_core import card_cases
 from crm_core.errors import InvalidInput, NotFound
 from crm_core.models import InboundStatus
-from ingest import inbound, inbound_admin, my_inbound
+from ingest import inbound_admin, processing
+from ingest.http import my_inbound
 from ingest.http.deps import ADMIN, Ctx, Who
 from ingest.http.schemas.errors import ErrorOut
 from ingest.http.schemas.inbound import InboundListOut, InboundOut, LegalHoldIn, MyInboundListOut
@@ -18,7 +19,7 @@ router = APIRouter(prefix="/api")
 
 @router.get("/inbound/{item_id}", dependencies=ADMIN)
 def get_inbound(item_id: int, ctx: Ctx) -> InboundOut:
-    item = inbound.load(ctx.sessions, item_id)
+    item = processing.load(ctx.sessions, item_id)
     if item is None:
         raise NotFound(f"inbound item {item_id} does not exist")
     return InboundOut.model_validate(item)

@@ -20,9 +20,10 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
-from ingest import inbound, logs
-from ingest.group_commit import GroupCommit
+from ingest import logs
+from ingest.inbound import GroupCommit
 from ingest.mailbox import mailboxes
+from ingest.pipeline import send_stored
 from ingest.sealing import Sealer
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ class Poller:
             self.commits, self.mailbox_id, uidvalidity, uid, bytes(raw), self.archive_domain
         )
         if taken.rejected is None:
-            inbound.enqueue_stored(self.enqueue, "email", taken.item_ids)
+            send_stored(self.enqueue, "email", taken.item_ids)
             try:
                 self._mark(client, config, uid)
             except IMAPClientError as exc:

@@ -1,6 +1,6 @@
 """Mail-loop signs, for the SMTP door (our trace line) and processing (the loop guard).
 
-Pure functions over raw bytes and the mail to record; the counting is `inbound.recent_copies`.
+Pure functions over raw bytes and the mail to record; the counting is `processing.recent_copies`.
 """
 
 from __future__ import annotations

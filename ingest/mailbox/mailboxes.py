@@ -22,7 +22,7 @@ from crm_core.db import read_only, unit_of_work
 from crm_core.errors import InvalidInput, NotFound
 from crm_core.models import Mailbox, utcnow
 from ingest import inbound
-from ingest.group_commit import GroupCommit
+from ingest.inbound import GroupCommit
 from ingest.mailbox.addresses import (
     decode_archive_address,
     encode_archive_address,

@@ -1,6 +1,6 @@
-"""The e-mail channel: a stored mail -> parsed, its original sender found ->
-`crm_core.email_cases.record_email` on the card of its archive address. Run by
-`ingest.processing`; mail to postmaster is left for the administrators (unmatched).
+"""The e-mail channel, run by `ingest.processing`: a stored mail -> parsed, its original sender
+found, the loop limit applied (`recent_copies`) -> `crm_core.email_cases.record_email` on the
+card of its archive address; mail to postmaster is left for the administrators (unmatched).
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crm_core import card_cases, email_cases, user_cases
-from crm_core.models import InboundItem
-from ingest import inbound
+from crm_core.models import InboundItem, InboundStatus
 from ingest.errors import RejectedInput
 from ingest.mailbox.addresses import decode_archive_address, hash_archive_token
 from ingest.mailbox.forwarding import (
@@ -166,7 +166,7 @@ def _held_as_loop(
     it); None to go on."""
     if item.meta.get("released"):  # an operator re-processed it after the hold
         return None
-    copies = inbound.recent_copies(session, item, now - loops.window, loops.count)
+    copies = recent_copies(session, item, now - loops.window, loops.count)
     if copies < loops.count:
         return None
     return (
@@ -174,6 +174,35 @@ def _held_as_loop(
         f"was already processed {copies} times for this archive address in the last "
         f"{loops.window}"
     )
+
+
+def recent_copies(session: Session, item: InboundItem, since: datetime, enough: int) -> int:
+    """How many other inputs to `item`'s recipient, processed since `since`, are the same
+    message as `item`: the same Message-ID (`message_id_hash`) or the same content
+    (`content_digest`). Counted up to `enough` (the loop guard: a loop of thousands of
+    copies costs each of them at most twice `enough` rows, not thousands); one query per
+    sign, each on its index (ix_inbound_items_loop_message_id, ix_inbound_items_loop)."""
+    found: set[int] = set()
+    for column, value in (
+        (InboundItem.message_id_hash, item.message_id_hash),
+        (InboundItem.content_digest, item.content_digest),
+    ):
+        if value is None or len(found) >= enough:
+            continue
+        found.update(
+            session.scalars(
+                select(InboundItem.id)
+                .where(
+                    InboundItem.recipient == item.recipient,
+                    column == value,
+                    InboundItem.received_at >= since,
+                    InboundItem.status == InboundStatus.PROCESSED.value,
+                    InboundItem.id != item.id,
+                )
+                .limit(enough)
+            )
+        )
+    return min(len(found), enough)
 
 
 def _route(session: Session, item: InboundItem, now: datetime) -> int:

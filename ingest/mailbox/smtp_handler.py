@@ -20,8 +20,7 @@ from crm_core.db import read_only
 from crm_core.models import utcnow
 from ingest import inbound
 from ingest.errors import StoreUnavailable
-from ingest.group_commit import GroupCommit
-from ingest.inbound import NewInput
+from ingest.inbound import GroupCommit, NewInput
 from ingest.mailbox import postmaster
 from ingest.mailbox.addresses import (
     decode_archive_address,
@@ -45,6 +44,7 @@ from ingest.mailbox.smtp_replies import (
     TRY_LATER,
     UNKNOWN_ADDRESS,
 )
+from ingest.pipeline import send_stored
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class ArchiveHandler:
         except Exception:
             log.exception("unexpected error while storing; answering 451")
             return TRY_LATER
-        await asyncio.to_thread(inbound.enqueue_stored, self._enqueue, "email", ids)
+        await asyncio.to_thread(send_stored, self._enqueue, "email", ids)
         log.info(
             "mail from %s%s accepted for %d recipient(s): inbound %s",
             origin.address or "unknown client",

@@ -15,7 +15,7 @@ from sqlalchemy import update
 
 from crm_core.db import unit_of_work
 from crm_core.models import InboundItem, utcnow
-from ingest import inbound, sweeper
+from ingest import inbound, processing, sweeper
 from ingest.runtime import Runtime
 from tests.support.helpers import (
     archive_address,
@@ -158,7 +158,7 @@ def test_retention_deletes_finished_raw_inputs_but_keeps_failed_held_and_legal_h
     wait_for(lambda: all(i["status"] != "received" for i in inbound_items(api)), what="all")
     by_subject = {}
     for listed in inbound_items(api):
-        raw = inbound.load(runtime.sessions, listed["id"])
+        raw = processing.load(runtime.sessions, listed["id"])
         assert raw is not None
         subject = next(
             k for k, m in mails.items() if f"Subject: {m['Subject']}\r\n".encode() in raw.raw
@@ -184,12 +184,12 @@ def test_retention_deletes_finished_raw_inputs_but_keeps_failed_held_and_legal_h
     later = utcnow() + timedelta(days=91)
     assert sweeper.purge_expired(runtime.sessions, timedelta(days=90), later) == 2
     for subject, item_id in by_subject.items():
-        kept = inbound.load(runtime.sessions, item_id)
+        kept = processing.load(runtime.sessions, item_id)
         assert kept is not None
         purged = subject in ("processed", "rejected")
         assert (kept.raw == b"") is purged, subject
         assert (kept.purged_at is not None) is purged, subject
-    failed = inbound.load(runtime.sessions, failed_id)
+    failed = processing.load(runtime.sessions, failed_id)
     assert failed is not None and failed.raw == b"poison"
     shown = item(api, by_subject["processed"])
     assert shown["purged_at"] is not None and shown["status"] == "processed"

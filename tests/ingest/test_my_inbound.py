@@ -4,9 +4,9 @@ Every input is stored by mail over a real SMTP socket. Refusals are produced the
 by the worker: a mail to a card its sender may not edit, a mail to an address revoked after
 the 250, a From that cannot be read, bulk mail, a stranger's mail, and a "Fwd:" mail whose
 original sender cannot be read (processed with a notice). Two are finished in the test with
-the functions a worker uses (`ingest.inbound`), since the real way is impractical here: the
-held one (holding needs 21 copies of one message) and the failed one (it needs an error of
-ours three times: `begin_attempt` / `record_failure`).
+the functions a worker uses (`ingest.processing`, `ingest.pipeline`), since the real way is
+impractical here: the held one (holding needs 21 copies of one message) and the failed one
+(it needs an error of ours three times: `begin_attempt` / `record_failure`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import pytest
 
 from crm_core.db import unit_of_work
 from crm_core.models import InboundItem, InboundStatus, utcnow
-from ingest import inbound
-from ingest.my_inbound import reason_text
+from ingest import processing
+from ingest.http.my_inbound import reason_text
+from ingest.pipeline import begin_attempt, record_failure
 from ingest.retention import purge_batch
 from ingest.runtime import Runtime
 from tests.conftest import API_TOKEN, FakeClock
@@ -111,13 +112,13 @@ def world(
     assert revoked.status_code == 204, revoked.text
     archive_address(api, cards["anna_rotated"])
     with unit_of_work(runtime.sessions) as session:
-        held = inbound.claim(session, ids["anna_held"])
+        held = processing.claim(session, ids["anna_held"])
         assert held is not None
         held.sender = "anna@example.com"
-        inbound.finish(held, InboundStatus.HELD, HELD_REASON)
+        processing.finish(held, InboundStatus.HELD, HELD_REASON)
     for _ in range(3):  # settings.max_attempts
-        assert inbound.begin_attempt(runtime.sessions, ids["anna_failed"], 3)
-        parked = inbound.record_failure(
+        assert begin_attempt(runtime.sessions, ids["anna_failed"], 3)
+        parked = record_failure(
             runtime.sessions, ids["anna_failed"], "OperationalError: the disk is full", 3
         )
     assert parked

@@ -21,7 +21,7 @@ import pytest
 
 from crm_core.db import unit_of_work
 from crm_core.models import InboundStatus
-from ingest import inbound, inbound_admin, logs
+from ingest import inbound, inbound_admin, logs, processing
 from ingest.mailbox import mailboxes
 from ingest.pipeline import declare_actors
 from ingest.runtime import Runtime
@@ -270,9 +270,9 @@ def test_an_attempt_rolled_back_after_finishing_counts_nothing(
     # Given a processor that finishes its item, then fails in the same transaction
     def finishes_then_fails(sessions: Any, inbound_id: int) -> None:
         with unit_of_work(sessions) as session:
-            item = inbound.claim(session, inbound_id)
+            item = processing.claim(session, inbound_id)
             assert item is not None
-            inbound.finish(item, InboundStatus.PROCESSED)
+            processing.finish(item, InboundStatus.PROCESSED)
             raise RuntimeError("the commit never happens")
 
     pipeline = declare_actors(

@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from crm_core.models import utcnow
-from ingest import inbound
-from ingest.pipeline import TimeLimitExceeded, declare_actors
+from ingest import inbound, processing
+from ingest.pipeline import TimeLimitExceeded, begin_attempt, declare_actors
 from ingest.runtime import Runtime
+from ingest.sweeper import resend_waiting
 from tests.support.helpers import inbound_items, wait_for
 
 
@@ -30,12 +31,12 @@ def test_a_started_attempt_holds_its_item_from_the_sweeper_for_its_lease(
     item_id = _waiting_item(runtime, "lease")
     sent: list[int] = []
     enqueue = lambda _channel, item: sent.append(item)  # noqa: E731
-    assert inbound.begin_attempt(runtime.sessions, item_id, 5, lease=timedelta(seconds=60))
+    assert begin_attempt(runtime.sessions, item_id, 5, lease=timedelta(seconds=60))
     # 30 s on, the attempt may still run: not sent again; past its lease it is.
     soon = utcnow() + timedelta(seconds=30)
-    assert inbound.resend_waiting(runtime.sessions, soon, enqueue) == 0
+    assert resend_waiting(runtime.sessions, soon, enqueue) == 0
     later = utcnow() + timedelta(seconds=61)
-    assert inbound.resend_waiting(runtime.sessions, later, enqueue) == 1
+    assert resend_waiting(runtime.sessions, later, enqueue) == 1
     assert sent == [item_id]
 
 
@@ -50,10 +51,10 @@ def test_re_sends_no_attempt_follows_come_further_apart_until_one_starts(
     def sweep(ahead: float) -> int:
         """A sweep as if `ahead` s had passed since the last one marked it sent."""
         due = utcnow() + timedelta(seconds=ahead) - gap
-        return inbound.resend_waiting(runtime.sessions, due, lambda _c, i: sent.append(i), 500, gap)
+        return resend_waiting(runtime.sessions, due, lambda _c, i: sent.append(i), 500, gap)
 
     def quiet() -> int:
-        item = inbound.load(runtime.sessions, item_id)
+        item = processing.load(runtime.sessions, item_id)
         assert item is not None
         return item.quiet_resends
 
@@ -70,11 +71,11 @@ def test_re_sends_no_attempt_follows_come_further_apart_until_one_starts(
     assert sweep(60) == 0
     assert sweep(81) == 1 and quiet() == 5
     # When a worker starts an attempt (then dies), the next re-send is one delay away again
-    assert inbound.begin_attempt(runtime.sessions, item_id, 5, lease=timedelta(0))
+    assert begin_attempt(runtime.sessions, item_id, 5, lease=timedelta(0))
     assert quiet() == 0
     assert sweep(10.5) == 1 and quiet() == 1
     assert sent == [item_id] * 6
-    item = inbound.load(runtime.sessions, item_id)
+    item = processing.load(runtime.sessions, item_id)
     assert item is not None and item.resends == 6
 
 
@@ -84,10 +85,10 @@ def test_an_attempt_starting_while_the_sweeper_sends_keeps_its_lease(runtime: Ru
 
     def taken_at_once(_channel: str, item: int) -> None:
         # a worker takes the re-sent item before the sweeper records the send
-        assert inbound.begin_attempt(runtime.sessions, item, 5, lease=lease)
+        assert begin_attempt(runtime.sessions, item, 5, lease=lease)
 
-    assert inbound.resend_waiting(runtime.sessions, utcnow(), taken_at_once, 500, lease) == 1
-    item = inbound.load(runtime.sessions, item_id)
+    assert resend_waiting(runtime.sessions, utcnow(), taken_at_once, 500, lease) == 1
+    item = processing.load(runtime.sessions, item_id)
     assert item is not None and item.resends == 1 and item.quiet_resends == 0
     assert item.enqueued_at is not None and item.enqueued_at > utcnow() + timedelta(seconds=50)
 
@@ -105,12 +106,15 @@ def test_a_broker_failing_midway_keeps_what_it_took_and_leaves_the_rest_due(
 
     due = utcnow()  # both stored before: due
     with pytest.raises(ConnectionError):
-        inbound.resend_waiting(runtime.sessions, due, flaky)
-    took, refused = inbound.load(runtime.sessions, first), inbound.load(runtime.sessions, second)
+        resend_waiting(runtime.sessions, due, flaky)
+    took, refused = (
+        processing.load(runtime.sessions, first),
+        processing.load(runtime.sessions, second),
+    )
     assert took is not None and took.resends == 1
     assert refused is not None and refused.resends == 0
     # The one not sent is due again at once; the one sent waits for the next sweep delay.
-    again = inbound.resend_waiting(runtime.sessions, due, lambda _c, i: taken.append(i))
+    again = resend_waiting(runtime.sessions, due, lambda _c, i: taken.append(i))
     assert again == 1
     assert taken == [first, second]
 
@@ -131,6 +135,6 @@ def test_an_attempt_past_its_time_limit_is_recorded_as_a_failure(
         wait_for(lambda: inbound_items(api, "failed"), timeout=30, what="the parked item")
     finally:
         running.stop()
-    item = inbound.load(runtime.sessions, item_id)
+    item = processing.load(runtime.sessions, item_id)
     assert item is not None and item.attempts == 1 and item.status == "failed"
     assert item.error == "TimeLimitExceeded: attempt took too long"

@@ -23,6 +23,7 @@ from crm_core.models import InboundItem, utcnow
 from ingest import inbound, processing
 from ingest.mailbox import loop_guard
 from ingest.mailbox.processing import CHANNEL as EMAIL
+from ingest.mailbox.processing import recent_copies
 from ingest.runtime import Runtime
 from tests.support.helpers import (
     archive_address,
@@ -153,7 +154,7 @@ def test_mail_that_names_us_in_x_loop_or_came_through_our_door_before_is_a_loop(
     # Given a mail taken by our door and processed: our Received line is on top of it
     send(smtp_server, make_mail("anna@example.com", address, "first"), address, "a@x")
     [first] = wait_for(lambda: inbound_items(api, "processed"), what="the first mail")
-    stored = inbound.load(runtime.sessions, first["id"])
+    stored = processing.load(runtime.sessions, first["id"])
     assert stored is not None
     fields = loop_guard.header_fields(stored.raw)
     assert [name for name, _ in fields[:2]] == ["authentication-results", "received"]
@@ -230,12 +231,12 @@ def test_the_copy_count_matches_by_message_id_or_content_and_stops_at_the_limit(
         new = session.get(InboundItem, ids[-1])
         assert new is not None
         # Then the count finds the five, stops at a lower limit, and needs a match
-        assert inbound.recent_copies(session, new, since, 20) == 5
-        assert inbound.recent_copies(session, new, since, 3) == 3
+        assert recent_copies(session, new, since, 20) == 5
+        assert recent_copies(session, new, since, 3) == 3
         new.message_id_hash = None  # no Message-ID: the content alone
-        assert inbound.recent_copies(session, new, since, 20) == 2
+        assert recent_copies(session, new, since, 20) == 2
         new.content_digest = "unseen"
-        assert inbound.recent_copies(session, new, since, 20) == 0
+        assert recent_copies(session, new, since, 20) == 0
 
 
 def _record(**changes: Any) -> email_cases.EmailRecord:

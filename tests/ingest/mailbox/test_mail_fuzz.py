@@ -133,7 +133,7 @@ def test_mutated_messages_end_processed_or_rejected(
     # Hundreds of mails from the few senders of the seeds: no loop limit here (its own test).
     unlimited = runtime.settings.model_copy(update={"loop_limit_count": 10**9})
     processing.process(runtime.sessions, EMAIL, unlimited, item_id)
-    item = inbound.load(runtime.sessions, item_id)
+    item = processing.load(runtime.sessions, item_id)
     assert item is not None
     assert item.status in ("processed", "rejected"), (item.status, item.error)
     if item.status == "rejected":

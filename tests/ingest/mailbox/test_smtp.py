@@ -139,7 +139,7 @@ def test_database_down_at_rcpt_answers_451(
         update={"database_url": "postgresql+psycopg://nobody@127.0.0.1:9/none"}
     )
     from crm_core.db import make_engine, make_session_factory
-    from ingest.group_commit import GroupCommit
+    from ingest.inbound import GroupCommit
 
     engine = make_engine(dead.effective_database_url(), 1.0)
     handler = make_archive_handler(

@@ -1,23 +1,22 @@
-"""The forwarder hears back (`GET /api/me/inbound`): a user's own inputs that processing
-refused, held or failed after the front door's yes, or kept with a notice, each with its
-reason in plain words. Read-only, after `ingest.mailbox.processing` has finished them."""
+"""Beside the pipeline, over HTTP (`GET /api/me/inbound`): a user's own inputs that processing
+refused, held or failed, or kept with a notice, read from the inbound store (`list_own`,
+`raw_heads`) after `ingest.processing` finished them, each with its reason in plain words."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from email import policy
 from email.parser import BytesHeaderParser
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, LargeBinary, and_, func, or_, select
+from sqlalchemy.orm import Session, defer
 
 from crm_core.errors import NotFound
 from crm_core.models import ArchiveAddress, InboundItem, InboundStatus, User
-from ingest import inbound
 from ingest.http.schemas.inbound import MyInboundOut
 from ingest.mailbox.addresses import decode_archive_address, hash_archive_token
 
@@ -33,13 +32,13 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 def own_inputs(
     session: Session, user_id: int, status: OwnStatus | None, limit: int, now: datetime
 ) -> list[MyInboundOut]:
-    """The user's inputs (see `inbound.list_own`), newest first, ready to show."""
+    """The user's inputs (see `list_own`), newest first, ready to show."""
     user = session.get(User, user_id)
     if user is None:
         raise NotFound(f"user {user_id} does not exist")
     statuses = [status] if status else list(OWN_STATUSES)
-    items = inbound.list_own(session, user.email, statuses, notices=status is None, limit=limit)
-    heads = inbound.raw_heads(session, [item.id for item in items], HEAD_BYTES)
+    items = list_own(session, user.email, statuses, notices=status is None, limit=limit)
+    heads = raw_heads(session, [item.id for item in items], HEAD_BYTES)
     zone = _zone(user.timezone)
     return [
         MyInboundOut(
@@ -56,6 +55,54 @@ def own_inputs(
         )
         for item in items
     ]
+
+
+def list_own(
+    session: Session, email: str, statuses: Collection[str], notices: bool, limit: int
+) -> list[InboundItem]:
+    """The e-mail inputs sent by `email` in one of `statuses` (and, with `notices`, the
+    processed ones that carry a reason), newest first, without their raw bytes.
+
+    Sent by: the From address processing read (`sender`, stored lower-case), or, when it
+    could read none (a From it refused, a failed attempt rolled back), the envelope sender
+    the SMTP door kept in `meta["mail_from"]`; compared case-insensitively."""
+    email = email.strip().lower()
+    envelope = func.lower(InboundItem.meta["mail_from"].as_string())
+    wanted: list[ColumnElement[bool]] = [InboundItem.status.in_(list(statuses))]
+    if notices:
+        wanted.append(
+            and_(
+                InboundItem.status == InboundStatus.PROCESSED.value,
+                InboundItem.reason.is_not(None),
+                InboundItem.reason != "",
+            )
+        )
+    return list(
+        session.scalars(
+            select(InboundItem)
+            .options(defer(InboundItem.raw))
+            .where(
+                InboundItem.channel == "email",
+                or_(
+                    InboundItem.sender == email,
+                    and_(InboundItem.sender.is_(None), envelope == email),
+                ),
+                or_(*wanted),
+            )
+            .order_by(InboundItem.received_at.desc(), InboundItem.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def raw_heads(session: Session, ids: Collection[int], size: int) -> dict[int, bytes]:
+    """The first `size` bytes of each item's raw input (b"" once retention deleted it):
+    enough for its headers, without reading whole messages out of the database."""
+    if not ids:
+        return {}
+    head = func.substr(InboundItem.raw, 1, size, type_=LargeBinary)
+    rows = session.execute(select(InboundItem.id, head).where(InboundItem.id.in_(list(ids))))
+    return {item_id: bytes(data or b"") for item_id, data in rows}
 
 
 def subject_of(head: bytes) -> str | None:
