@@ -33,6 +33,8 @@ from ingest.processing import finish, lock
 # The worker's own lines keep the name they always had (operators filter on it), and so do
 # the lines about an inbound item's sending and attempts (once in ingest/inbound.py).
 log = logging.getLogger("worker")
+# The lines of an inbound item's way (stored, sent, attempts) keep the logger operators
+# filter on, wherever the code that says them lives.
 item_log = logging.getLogger("ingest.inbound")
 
 QUEUE = "ingest"
