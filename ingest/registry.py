@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from ingest.calllog import calllog, twilio_voice
 from ingest.calllog import processing as calls
@@ -55,11 +56,14 @@ class Registry:
         if len(by_kind) != len(providers):
             raise ValueError("two providers share a source kind")
         wired = tuple(
-            h.with_providers({p.kind: p for p in providers if p.channel == h.name}) for h in hooks
+            h.with_providers(
+                MappingProxyType({p.kind: p for p in providers if p.channel == h.name})
+            )
+            for h in hooks
         )
         channels: dict[str, Channel] = {mail.name: mail}
         channels.update({h.name: h for h in wired})
-        return cls(by_kind, channels, wired)
+        return cls(MappingProxyType(by_kind), MappingProxyType(channels), wired)
 
     def provider(self, kind: str) -> Provider:
         return self.providers[kind]

@@ -32,7 +32,7 @@ class WebhookChannel:
     media: tuple[Medium, ...] = ()
 
     def with_providers(self, providers: Mapping[str, Provider]) -> WebhookChannel:
-        return replace(self, providers=dict(providers))
+        return replace(self, providers=providers)
 
     def prepare(self, session: Session, item: InboundItem, settings: Settings) -> Any:
         source = stored_source(session, item, settings.default_region)
