@@ -39,17 +39,9 @@ DEFAULT_STATUSES = [
     Status("succeeded", closed=True, success=True),
     Status("cancelled", closed=True, success=False),
 ]
-DEFAULT_TYPES = [
-    "call",
-    "meeting",
-    "email",
-    "chat",
-    "sms",
-    "whatsapp",
-    "task",
-    "payment",
-    "comment",
-]
+# The CRM's own activity types; the channels' (call, email, chat...) are added to the
+# default by the layer that runs them (`ingest.registry`, through the session factory).
+DEFAULT_TYPES = ["meeting", "task", "comment"]
 
 # History settings (seed 002): who may reopen a closed task, who may delete a document.
 # "editors": anyone who may edit the card; "responsible": the card's responsible (and

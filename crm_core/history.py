@@ -18,21 +18,17 @@ from crm_core import company, permissions
 from crm_core.errors import Forbidden, InvalidInput, NotFound
 from crm_core.models import Activity, Blob, Card, Document, HistoryEntry, User
 
-# The history filter (seed 002) -> the entry types it shows: the service's own channels
-# come from its registry (`ingest.registry`); these are for a caller that gives none.
-FILTERS: Mapping[str, tuple[str, ...]] = {
-    "tasks": ("task_closed", "task_reopened"),
-    "email": ("email", "bounce"),
-    "whatsapp": ("whatsapp",),
-    "sms": ("sms",),
-    "chat": ("chat",),
-    "calls": ("call",),
-    "payments": ("payment",),
-    "status": ("status_change",),
-    "fields": ("field_change",),
-    "documents": ("document", "document_deleted"),
-    "notes": ("note",),
-}
+# The CRM's own history filters (seed 002): name, label, the entry types it shows. The
+# channels' filters (e-mail, calls, chat...) come from the layer that runs the channels
+# (`ingest.registry`), which gives `card_history` the whole map.
+OWN_FILTERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("tasks", "Closed tasks", ("task_closed", "task_reopened")),
+    ("status", "Status changes", ("status_change",)),
+    ("fields", "Field changes", ("field_change",)),
+    ("documents", "Documents", ("document", "document_deleted")),
+    ("notes", "Notes", ("note",)),
+)
+FILTERS: Mapping[str, tuple[str, ...]] = {name: types for name, _label, types in OWN_FILTERS}
 MAX_DOCUMENT_BYTES = 50 * 1024 * 1024
 # A document's media type is sent back as the Content-Type header of its content: RFC 9110
 # §8.3.1 `type "/" subtype *( OWS ";" OWS parameter )`, each name a token (§5.6.2), each

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -99,6 +100,7 @@ def attach(
     card_id: int,
     channels: Mapping[str, Channel],
     settings: Settings,
+    now: datetime,
 ) -> InboundItem:
     """Put an unmatched input on the card a user chose (`POST /api/unmatched/{id}/attach`),
     with every effect it would have had there."""
@@ -110,11 +112,9 @@ def attach(
     channel = channels[item.channel]
     try:
         prepared = channel.prepare(session, item, settings)
-        outcome = channel.place(session, item, prepared, utcnow(), card_id)
+        outcome = channel.place(session, item, prepared, now, card_id)
     except RejectedInput as exc:
         raise Conflict(f"inbound item {item_id} cannot be read again: {exc.reason}") from None
-    if outcome.card_id is None:
-        raise Conflict(f"inbound item {item_id} cannot be put on a card")
     item.card_id = outcome.card_id
     finish(item, InboundStatus.PROCESSED, f"attached to card {card_id}")
     return item

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from crm_core import company
+from crm_core.history import OWN_FILTERS
 from ingest.calllog import calllog, twilio_voice
 from ingest.calllog import processing as calls
 from ingest.chat import processing as chat
@@ -30,16 +32,6 @@ PROVIDERS: tuple[Provider, ...] = (
     own.PROVIDER,
 )
 WEBHOOK_CHANNELS: tuple[WebhookChannel, ...] = (calls.CHANNEL, chat.CHANNEL, payments.CHANNEL)
-
-# History filters and activity types that are no channel's: the CRM's own entries.
-OWN_FILTERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("tasks", "Closed tasks", ("task_closed", "task_reopened")),
-    ("status", "Status changes", ("status_change",)),
-    ("fields", "Field changes", ("field_change",)),
-    ("documents", "Documents", ("document", "document_deleted")),
-    ("notes", "Notes", ("note",)),
-)
-OWN_ACTIVITY_TYPES = ("meeting", "task", "comment")
 
 
 @dataclass(frozen=True)
@@ -67,9 +59,6 @@ class Registry:
 
     def provider(self, kind: str) -> Provider:
         return self.providers[kind]
-
-    def hook(self, segment: str) -> WebhookChannel:
-        return next(h for h in self.hooks if h.hook == segment)
 
     def hook_path(self, kind: str, source_id: int) -> str:
         channel = self.channels[self.providers[kind].channel]
@@ -111,7 +100,7 @@ class Registry:
 
     def activity_types(self) -> list[str]:
         """The default activity types: every medium that makes activities, then our own."""
-        return [m.type for m in self.media() if m.activity] + list(OWN_ACTIVITY_TYPES)
+        return [m.type for m in self.media() if m.activity] + list(company.DEFAULT_TYPES)
 
 
 REGISTRY = Registry.build(PROVIDERS, WEBHOOK_CHANNELS, email.CHANNEL)

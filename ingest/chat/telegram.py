@@ -37,12 +37,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from crm_core.chat import Message
 from crm_core.errors import InvalidInput
 from crm_core.phones import normalize_phone
-from ingest.chat.common import chat_message
+from ingest.chat.common import Loose, chat_message
 from ingest.errors import RejectedInput
 from ingest.provider import (
     ActiveSource,
@@ -89,11 +89,7 @@ class TelegramSourceIn(StrictIn):
     default_region: Region | None = None
 
 
-class _Loose(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-
-class TgUser(_Loose):
+class TgUser(Loose):
     id: int
     is_bot: bool = False
     first_name: str = Field("", max_length=300)
@@ -101,12 +97,12 @@ class TgUser(_Loose):
     username: str = Field("", max_length=300)
 
 
-class TgChat(_Loose):
+class TgChat(Loose):
     id: int
     type: str = Field(min_length=1, max_length=32)
 
 
-class TgFile(_Loose):
+class TgFile(Loose):
     """A PhotoSize, Document, Voice, Video, Audio, Animation, VideoNote or Sticker."""
 
     file_id: str = Field(min_length=1, max_length=500)
@@ -115,29 +111,29 @@ class TgFile(_Loose):
     emoji: str = Field("", max_length=50)
 
 
-class TgLocation(_Loose):
+class TgLocation(Loose):
     latitude: float = Field(ge=-90, le=90)
     longitude: float = Field(ge=-180, le=180)
 
 
-class TgVenue(_Loose):
+class TgVenue(Loose):
     location: TgLocation
     title: str = Field("", max_length=500)
     address: str = Field("", max_length=1000)
 
 
-class TgContact(_Loose):
+class TgContact(Loose):
     phone_number: str = Field(min_length=1, max_length=64)
     first_name: str = Field("", max_length=300)
     last_name: str = Field("", max_length=300)
     user_id: int | None = None
 
 
-class TgReplied(_Loose):
+class TgReplied(Loose):
     message_id: int
 
 
-class TgMessage(_Loose):
+class TgMessage(Loose):
     message_id: int
     date: int = Field(ge=0, le=7_258_118_400, description="Unix seconds")  # before 2200
     chat: TgChat
@@ -158,7 +154,7 @@ class TgMessage(_Loose):
     reply_to_message: TgReplied | None = None
 
 
-class TgUpdate(_Loose):
+class TgUpdate(Loose):
     update_id: int
     message: TgMessage | None = None
 

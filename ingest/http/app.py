@@ -51,7 +51,6 @@ ROUTERS = (
     inbound.router,
     sources.router,
     mailboxes.router,
-    hooks.router,
     channels.router,
     unmatched.router,
 )
@@ -91,4 +90,5 @@ def create_app(runtime: Runtime, api_token: str, clock: Clock = utcnow) -> FastA
     web.mount(app, ctx)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(hooks.router_for(REGISTRY))
     return app

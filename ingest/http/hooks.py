@@ -16,10 +16,8 @@ from fastapi.responses import PlainTextResponse
 from ingest import inbound
 from ingest.http.deps import Context, context
 from ingest.provider import Handshake, HookAccepted, HookAnswer, HookRequest
-from ingest.registry import REGISTRY
+from ingest.registry import Registry
 from ingest.webhook_channel import WebhookChannel
-
-router = APIRouter()
 
 
 async def read_hook(request: Request, source_id: int, limit: int) -> HookRequest:
@@ -107,36 +105,37 @@ def openapi_body(channel: WebhookChannel) -> dict[str, Any]:
     content: dict[str, dict[str, Any]] = {}
     for provider in channel.providers.values():
         for media_type, doc in provider.body_docs.items():
-            if media_type not in content:  # one schema per media type: the first provider's
-                content[media_type] = dict(doc)
-            elif "examples" in doc:
-                known = content[media_type]
-                known["examples"] = {**known.get("examples", {}), **doc["examples"]}
+            # One schema per media type, with its own examples: the first provider's.
+            content.setdefault(media_type, dict(doc))
     described = " ".join(
         f"For a `{p.kind}` source: {p.hook_doc}" for p in channel.providers.values()
     )
     return {"requestBody": {"required": True, "description": described, "content": content}}
 
 
-for _channel in REGISTRY.hooks:
-    router.add_api_route(
-        f"/hooks/{_channel.hook}/{{source_id}}",
-        receiver(_channel),
-        methods=["POST"],
-        name=f"hook_{_channel.name}",
-        status_code=202,
-        openapi_extra=openapi_body(_channel),
-        responses={
-            200: {"model": HookAccepted, "description": "stored (the provider wants a 200)"},
-            202: {"model": HookAccepted, "description": "stored, or `ignored`"},
-            401: {"description": "bad or missing signature; nothing stored"},
-        },
-    )
-    if any(isinstance(p, Handshake) for p in _channel.providers.values()):
+def router_for(registry: Registry) -> APIRouter:
+    """The hook routes of `registry`'s channels (the app is built with the registry)."""
+    router = APIRouter()
+    for channel in registry.hooks:
         router.add_api_route(
-            f"/hooks/{_channel.hook}/{{source_id}}",
-            confirmer(_channel),
-            methods=["GET"],
-            name=f"hook_{_channel.name}_confirm",
-            response_class=PlainTextResponse,
+            f"/hooks/{channel.hook}/{{source_id}}",
+            receiver(channel),
+            methods=["POST"],
+            name=channel.hook,
+            status_code=202,
+            openapi_extra=openapi_body(channel),
+            responses={
+                200: {"description": "stored, or `ignored`, for a provider that wants a 200"},
+                202: {"model": HookAccepted, "description": "stored, or `ignored`"},
+                401: {"description": "bad or missing signature; nothing stored"},
+            },
         )
+        if any(isinstance(p, Handshake) for p in channel.providers.values()):
+            router.add_api_route(
+                f"/hooks/{channel.hook}/{{source_id}}",
+                confirmer(channel),
+                methods=["GET"],
+                name=f"{channel.hook}_subscription",
+                response_class=PlainTextResponse,
+            )
+    return router

@@ -29,6 +29,6 @@ def attach(item_id: int, body: AttachIn, ctx: Ctx) -> InboundOut:
     """Put an unmatched input on a card, with every effect it would have had there."""
     with ctx.writing() as session:
         item = processing.attach(
-            session, item_id, body.card_id, REGISTRY.attachable(), ctx.settings
+            session, item_id, body.card_id, REGISTRY.attachable(), ctx.settings, ctx.clock()
         )
         return InboundOut.model_validate(item)

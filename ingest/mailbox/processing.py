@@ -117,16 +117,9 @@ class EmailChannel:
         return Prepared(_email_record(session, parse_email(item.raw), item, limits), loops)
 
     def annotate(self, item: InboundItem, prepared: Prepared) -> None:
-        """Who logged it, and what identifies the message for the loop limit."""
-        mail = prepared.mail
-        if isinstance(mail, Postmaster):
-            return
-        item.sender = mail.logged_by.lower()
-        item.message_id_hash = message_id_hash(mail.message_id)
-        if isinstance(mail, Bounce):
-            item.content_digest = report_digest(mail.logged_by, mail.subject, mail.text)
-        else:
-            item.content_digest = content_digest(mail)
+        """Who logged it (kept whatever the outcome: "my forwards" lists it by sender)."""
+        if not isinstance(prepared.mail, Postmaster):
+            item.sender = prepared.mail.logged_by.lower()
 
     def place(
         self,
@@ -146,6 +139,7 @@ class EmailChannel:
         card = card_cases.lock_card(session, card_id)
         if isinstance(mail, Bounce):  # refused before the loop count, as a stranger's
             email_cases.archiver(session, card, mail.logged_by)
+        _identify(item, mail)
         held = _held_as_loop(session, item, now, prepared.loops)
         if held is not None:
             return Outcome(None, held=held)
@@ -156,6 +150,16 @@ class EmailChannel:
             return Outcome(card_id)
         email_cases.record_email(session, card, mail, item.id, now)
         return Outcome(card_id, note=mail.notice or None)
+
+
+def _identify(item: InboundItem, mail: email_cases.EmailRecord | Bounce) -> None:
+    """What identifies the message for the loop limit, kept on its item (from here on: a
+    mail refused before, for its address or a stranger's report, is not counted)."""
+    item.message_id_hash = message_id_hash(mail.message_id)
+    if isinstance(mail, Bounce):
+        item.content_digest = report_digest(mail.logged_by, mail.subject, mail.text)
+    else:
+        item.content_digest = content_digest(mail)
 
 
 def _held_as_loop(
