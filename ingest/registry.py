@@ -47,6 +47,10 @@ class Registry:
         by_kind = {p.kind: p for p in providers}
         if len(by_kind) != len(providers):
             raise ValueError("two providers share a source kind")
+        fed = {h.name for h in hooks}
+        for provider in providers:
+            if provider.channel not in fed:
+                raise ValueError(f"provider {provider.kind}: no webhook channel {provider.channel}")
         wired = tuple(
             h.with_providers(
                 MappingProxyType({p.kind: p for p in providers if p.channel == h.name})
@@ -72,12 +76,11 @@ class Registry:
     def media(self) -> list[Medium]:
         """Every kind of history entry the channels write, each once, in registry order."""
         seen: dict[str, Medium] = {}
-        for channel in self.channels.values():
-            for medium in channel.media:
-                seen.setdefault(medium.type, medium)
-        for provider in self.providers.values():
-            for medium in provider.media:
-                seen.setdefault(medium.type, medium)
+        every = [m for c in self.channels.values() for m in c.media]
+        every += [m for p in self.providers.values() for m in p.media]
+        for medium in every:
+            if seen.setdefault(medium.type, medium) != medium:
+                raise ValueError(f"history type {medium.type} is described twice, differently")
         return list(seen.values())
 
     def history_filters(self) -> dict[str, tuple[str, ...]]:

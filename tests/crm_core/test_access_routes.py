@@ -203,7 +203,10 @@ STREAMED = {("GET", "/api/events")}  # says only "something changed"; pages read
 # Lists: what they show is filtered card by card (test_lists_show_only_readable_cards).
 FILTERED = {
     ("POST", "/api/cards"),  # checked against `add` in test_adding_follows_the_add_level
-    ("GET", "/api/me/inbound"),  # only the caller's own inputs: tests/ingest/test_my_inbound.py
+    (
+        "GET",
+        "/api/me/inbound",
+    ),  # only the caller's own inputs: tests/ingest/http/test_my_inbound.py
     ("GET", "/api/kanban"),
     ("GET", "/api/activities"),
     ("GET", "/api/calendar"),
