@@ -7,8 +7,10 @@ data directory). The only module importing `cryptography`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -42,13 +44,18 @@ def new_key() -> str:
 
 
 def key_file(path: Path) -> str:
-    """The key kept in `path`, made (readable by its owner only) on first use."""
+    """The key kept in `path`, made (readable by its owner only) on first use. Processes
+    started together on one data directory agree on one key: it is written whole to a
+    file of its own, then linked to `path`, which appears complete or not at all (a reader
+    never sees it half-written); the first link wins."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, written = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process of ours made it meanwhile
-            return path.read_text().strip()
-        with os.fdopen(descriptor, "w") as out:
-            out.write(new_key())
+            with os.fdopen(descriptor, "w") as out:  # mkstemp: owner-only (0600)
+                out.write(new_key())
+            with contextlib.suppress(FileExistsError):  # another process of ours won
+                os.link(written, path)
+        finally:
+            os.unlink(written)
     return path.read_text().strip()
