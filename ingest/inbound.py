@@ -124,17 +124,23 @@ class GroupCommit:
 _STOP: Waiting = ([], Future())
 
 
+# A concurrent front door may store some of the same inputs between our lookup and our
+# insert (two doors given one mail, a batch of copies): the insert then fails once that
+# door has committed, and the next try finds its rows. Each try so learns of at least one
+# other door's commit; past this many, the sender is told to try later (451 / 503).
+STORE_TRIES = 8
+
+
 def _store_once(sessions: sessionmaker[Session], inputs: list[NewInput]) -> list[int]:
-    try:
-        return _store(sessions, inputs)
-    except IntegrityError:
-        # A concurrent front door stored the same input between our lookup and insert.
+    for attempt in range(STORE_TRIES):
         try:
             return _store(sessions, inputs)
+        except IntegrityError as exc:
+            if attempt == STORE_TRIES - 1:
+                raise StoreUnavailable(str(exc)) from exc
         except SQLAlchemyError as exc:
             raise StoreUnavailable(str(exc)) from exc
-    except SQLAlchemyError as exc:
-        raise StoreUnavailable(str(exc)) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _store(sessions: sessionmaker[Session], inputs: list[NewInput]) -> list[int]:
